@@ -1,0 +1,51 @@
+// Package xds owns the versioned resource store that deltaeds serves from, and
+// the per-stream subscriptions that say which of its resources each client
+// wants and has.
+//
+// # What it holds
+//
+// A [Store] keeps resources by type URL and name. Each [Resource] is
+// serialized once, deterministically, when it is set, and its version is a
+// hash of those bytes. Equal content therefore has an equal version on every
+// replica and after every restart, which is what lets a reconnecting client
+// present initial_resource_versions and receive nothing when nothing changed.
+// Setting a resource to content equal to what is stored is a no-op: no new
+// version, no notification.
+//
+// # Subscriptions and pending sets
+//
+// A [Subscription] is one stream's interest in one type: the names it
+// subscribed to (or a wildcard), the version it last sent the client for each
+// name, and a pending set of names whose state may differ from what the client
+// holds. The store indexes subscriptions by name and keeps a list of wildcard
+// subscriptions, so an update touches only the subscriptions of the names it
+// changed: its cost does not depend on the number of resources in the store,
+// nor on how many names each subscription holds.
+//
+// A pending set is a set, not a queue: a name changed ten times while its
+// stream was busy is sent once, at its latest version. A subscription's memory
+// is therefore bounded by its subscriptions, never by the rate of change, and a
+// slow stream costs nothing to anyone else.
+//
+// # Locking
+//
+// Each type has its own RWMutex guarding its resources and its subscription
+// index. Each Subscription has its own mutex guarding its names, versions and
+// pending set. The lock order is Subscription.mu before typeStore.mu; Apply
+// never holds a type lock while it takes a subscription's lock: it collects the
+// affected subscriptions under the type lock, releases it, then marks them.
+// Nothing in this package writes to a network or blocks on a client: waking a
+// stream is a non-blocking send on a channel of capacity one.
+//
+// # The synced gate
+//
+// Until [Store.MarkSynced] is called, a subscription's [Subscription.Next]
+// returns nothing, so a replica that has not yet loaded its first full state
+// never tells a client that a resource does not exist.
+//
+// # What it must never do
+//
+// Know about Kubernetes, gRPC or the xDS wire protocol's nonces and ACKs: those
+// belong to the watch and delta packages. It only stores bytes and versions
+// and answers "what should this subscriber be sent next".
+package xds

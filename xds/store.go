@@ -1,0 +1,272 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Resource is one stored resource at one version. It is immutable once
+// stored and shared, read-only, by every response that carries it: its bytes
+// are marshaled once per change, never once per subscriber.
+type Resource struct {
+	Name string
+	// Version is a hash of the serialized bytes, so it is equal wherever the
+	// content is equal.
+	Version string
+	// Wire is the envoy.service.discovery.v3.Resource placed as is into
+	// DeltaDiscoveryResponse.resources.
+	Wire *discoveryv3.Resource
+	// WireSize is proto.Size(Wire), the bytes it adds to a response.
+	WireSize int
+	// ObservedAt is when the change that produced this version was first
+	// observed upstream (zero if unknown); it feeds propagation latency.
+	ObservedAt time.Time
+}
+
+// Update sets one name to new content, or deletes it when Message is nil.
+type Update struct {
+	Name    string
+	Message proto.Message
+	// ObservedAt is when the upstream event behind this update was observed.
+	ObservedAt time.Time
+}
+
+// Changes reports what an Apply did.
+type Changes struct {
+	Set       int // names stored with a new version
+	Deleted   int // names removed
+	Unchanged int // updates that were no-ops
+	// Notified is the number of subscriptions woken.
+	Notified int
+}
+
+// Store holds versioned resources by type URL and name and indexes the
+// subscriptions to them. The zero value is not usable; call NewStore.
+type Store struct {
+	mu    sync.RWMutex // guards types
+	types map[string]*typeStore
+
+	synced   atomic.Bool
+	syncOnce sync.Once
+}
+
+// typeStore holds one type URL's resources and subscription index.
+type typeStore struct {
+	url string
+
+	mu        sync.RWMutex // guards every field below
+	resources map[string]*Resource
+	byName    map[string]map[*Subscription]struct{}
+	wildcard  map[*Subscription]struct{}
+	all       map[*Subscription]struct{}
+}
+
+// NewStore returns an empty store that is not yet synced.
+func NewStore() *Store {
+	return &Store{types: make(map[string]*typeStore)}
+}
+
+func (s *Store) typeFor(typeURL string) *typeStore {
+	s.mu.RLock()
+	t := s.types[typeURL]
+	s.mu.RUnlock()
+	if t != nil {
+		return t
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t = s.types[typeURL]; t == nil {
+		t = &typeStore{
+			url:       typeURL,
+			resources: make(map[string]*Resource),
+			byName:    make(map[string]map[*Subscription]struct{}),
+			wildcard:  make(map[*Subscription]struct{}),
+			all:       make(map[*Subscription]struct{}),
+		}
+		s.types[typeURL] = t
+	}
+	return t
+}
+
+// HasType reports whether anything of typeURL was ever stored.
+func (s *Store) HasType(typeURL string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.types[typeURL] != nil
+}
+
+// RegisterType makes typeURL a served type before any resource of it exists,
+// so that clients subscribing to it are answered (with removals) rather than
+// ignored.
+func (s *Store) RegisterType(typeURL string) { s.typeFor(typeURL) }
+
+// MarkSynced opens the synced gate: from now on subscriptions are answered.
+// Every subscription with pending names is woken. Calling it again is a no-op.
+func (s *Store) MarkSynced() {
+	s.syncOnce.Do(func() {
+		s.synced.Store(true)
+		s.mu.RLock()
+		types := make([]*typeStore, 0, len(s.types))
+		for _, t := range s.types {
+			types = append(types, t)
+		}
+		s.mu.RUnlock()
+		for _, t := range types {
+			t.mu.RLock()
+			subs := make([]*Subscription, 0, len(t.all))
+			for sub := range t.all {
+				subs = append(subs, sub)
+			}
+			t.mu.RUnlock()
+			for _, sub := range subs {
+				sub.wake()
+			}
+		}
+	})
+}
+
+// Synced reports whether MarkSynced was called.
+func (s *Store) Synced() bool { return s.synced.Load() }
+
+// NewResource serializes m deterministically and versions it by content.
+func NewResource(name, typeURL string, m proto.Message) (*Resource, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s %q: %w", typeURL, name, err)
+	}
+	sum := sha256.Sum256(b)
+	version := base64.RawURLEncoding.EncodeToString(sum[:16])
+	wire := &discoveryv3.Resource{
+		Name:     name,
+		Version:  version,
+		Resource: &anypb.Any{TypeUrl: typeURL, Value: b},
+	}
+	return &Resource{Name: name, Version: version, Wire: wire, WireSize: proto.Size(wire)}, nil
+}
+
+// Apply sets and deletes many names of one type in one call. Each changed
+// resource is serialized and hashed once, here, before any lock is taken.
+// Content equal to what is stored is a no-op. Only the subscriptions of the
+// changed names (and wildcard subscriptions) are touched. A message that fails
+// to marshal is skipped and reported in the returned error; the rest of the
+// batch is applied. When a name appears more than once, the last one wins.
+func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
+	var errs []error
+	prepared := make(map[string]*Resource, len(updates)) // nil value: delete
+	for _, u := range updates {
+		if u.Message == nil {
+			prepared[u.Name] = nil
+			continue
+		}
+		r, err := NewResource(u.Name, typeURL, u.Message)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.ObservedAt = u.ObservedAt
+		prepared[u.Name] = r
+	}
+
+	t := s.typeFor(typeURL)
+	var ch Changes
+	touched := make(map[*Subscription][]string)
+	t.mu.Lock()
+	for name, r := range prepared {
+		old := t.resources[name]
+		switch {
+		case r == nil && old == nil:
+			ch.Unchanged++
+			continue
+		case r == nil:
+			delete(t.resources, name)
+			ch.Deleted++
+		case old != nil && old.Version == r.Version:
+			ch.Unchanged++
+			continue
+		default:
+			t.resources[name] = r
+			ch.Set++
+		}
+		for sub := range t.byName[name] {
+			touched[sub] = append(touched[sub], name)
+		}
+		for sub := range t.wildcard {
+			if _, named := t.byName[name][sub]; !named {
+				touched[sub] = append(touched[sub], name)
+			}
+		}
+	}
+	t.mu.Unlock()
+
+	// Marking happens outside the type lock: a subscription's lock is never
+	// taken while a type lock is held by this goroutine (see doc.go).
+	for sub, names := range touched {
+		sub.markPending(names)
+	}
+	ch.Notified = len(touched)
+	return ch, errors.Join(errs...)
+}
+
+// Get returns the current resource of a name, or nil.
+func (s *Store) Get(typeURL, name string) *Resource {
+	t := s.typeFor(typeURL)
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.resources[name]
+}
+
+// Len returns the number of resources of a type.
+func (s *Store) Len(typeURL string) int {
+	t := s.typeFor(typeURL)
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.resources)
+}
+
+// List returns every resource of a type sorted by name. It copies the index
+// and is meant for debug endpoints, not for hot paths.
+func (s *Store) List(typeURL string) []*Resource {
+	t := s.typeFor(typeURL)
+	t.mu.RLock()
+	out := make([]*Resource, 0, len(t.resources))
+	for _, r := range t.resources {
+		out = append(out, r)
+	}
+	t.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Names returns the names of a type, unsorted.
+func (s *Store) Names(typeURL string) []string {
+	t := s.typeFor(typeURL)
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]string, 0, len(t.resources))
+	for n := range t.resources {
+		out = append(out, n)
+	}
+	return out
+}
+
+// SubscriptionCount returns the number of open subscriptions of a type and
+// the number of names they hold in total (wildcards count as one).
+func (s *Store) SubscriptionCount(typeURL string) (subs, names int) {
+	t := s.typeFor(typeURL)
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, set := range t.byName {
+		names += len(set)
+	}
+	return len(t.all), names + len(t.wildcard)
+}
