@@ -1,0 +1,33 @@
+// Package delta owns deltaeds' gRPC face: the incremental (Delta) xDS
+// protocol, served on AggregatedDiscoveryService.DeltaAggregatedResources and
+// EndpointDiscoveryService.DeltaEndpoints with the same logic.
+//
+// # What a stream does
+//
+// Each stream is served by two goroutines. The receiver (started by the
+// handler) only reads requests and hands them over; the handler goroutine owns
+// every piece of protocol state of the stream (nonces, what is in flight,
+// which types are subscribed) and is the only one that writes to the stream.
+// Nothing else is shared with other streams except the xds.Store, whose
+// updates reach a stream through a notify channel of capacity one, so a store
+// update never waits on a stream and a slow stream never delays another.
+//
+// For each type there is at most one unacknowledged response in flight.
+// Changes arriving meanwhile accumulate in the subscription's pending set and
+// go out together when the client ACKs or NACKs: batching is paced by the
+// client, with no timer. A response stays under Options.MaxResponseBytes;
+// larger batches are split over several responses.
+//
+// Every response carries a fresh nonce. A request whose response_nonce names
+// the latest response of its type is its ACK, or its NACK when error_detail
+// is set; any other nonce is stale and acknowledges nothing, though its
+// subscription changes still apply. A NACKed version is not resent in a loop:
+// the next change of the resource is.
+//
+// # What it must never do
+//
+// Know about Kubernetes or translate anything: it serves what the xds.Store
+// holds. Hold a lock shared with other streams while writing to the network.
+// Answer state-of-the-world requests: those return codes.Unimplemented telling
+// the user to set api_type DELTA_GRPC.
+package delta

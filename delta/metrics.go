@@ -1,0 +1,80 @@
+package delta
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the counters and histograms of the Delta xDS server. Every name
+// carries the deltaeds_ prefix.
+type Metrics struct {
+	Streams          prometheus.Gauge
+	Responses        *prometheus.CounterVec // by type_url
+	ResourcesSent    *prometheus.CounterVec // by type_url
+	RemovalsSent     *prometheus.CounterVec // by type_url
+	BytesSent        *prometheus.CounterVec // by type_url
+	ACKs             *prometheus.CounterVec // by type_url
+	NACKs            *prometheus.CounterVec // by type_url
+	StaleNonces      *prometheus.CounterVec // by type_url
+	RejectedRequests *prometheus.CounterVec // by reason
+	IgnoredTypes     *prometheus.CounterVec // by type_url
+	// EventToSend and EventToACK measure propagation: from when the change
+	// behind a resource was observed upstream to its response being written,
+	// and to the client's ACK of it (convergence).
+	EventToSend prometheus.Histogram
+	EventToACK  prometheus.Histogram
+}
+
+// propagationBuckets span 1 ms to about 2 minutes: field reports of lagging
+// endpoints were in the tens of seconds.
+var propagationBuckets = prometheus.ExponentialBuckets(0.001, 2, 18)
+
+// NewMetrics creates the server's metrics and registers them with reg when
+// reg is not nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	byType := []string{"type_url"}
+	m := &Metrics{
+		Streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "deltaeds_xds_streams", Help: "Connected Delta xDS streams.",
+		}),
+		Responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_responses_total", Help: "Delta xDS responses sent.",
+		}, byType),
+		ResourcesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_resources_sent_total", Help: "Resources sent in Delta xDS responses.",
+		}, byType),
+		RemovalsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_removals_sent_total", Help: "Names sent in removed_resources.",
+		}, byType),
+		BytesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_resource_bytes_sent_total", Help: "Serialized bytes of resources and removals sent.",
+		}, byType),
+		ACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_acks_total", Help: "Responses acknowledged by clients.",
+		}, byType),
+		NACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_nacks_total", Help: "Responses rejected by clients (NACK).",
+		}, byType),
+		StaleNonces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_stale_nonces_total", Help: "Requests whose response_nonce was not the latest response's.",
+		}, byType),
+		RejectedRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_rejected_requests_total", Help: "Requests that ended their stream with an error, by reason.",
+		}, []string{"reason"}),
+		IgnoredTypes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_ignored_requests_total", Help: "Requests for type URLs deltaeds does not serve.",
+		}, byType),
+		EventToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "deltaeds_propagation_send_seconds", Help: "From upstream event observed to response sent, per resource and stream.",
+			Buckets: propagationBuckets,
+		}),
+		EventToACK: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "deltaeds_propagation_ack_seconds", Help: "From upstream event observed to the client's ACK, per resource and stream.",
+			Buckets: propagationBuckets,
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Streams, m.Responses, m.ResourcesSent, m.RemovalsSent, m.BytesSent,
+			m.ACKs, m.NACKs, m.StaleNonces, m.RejectedRequests, m.IgnoredTypes, m.EventToSend, m.EventToACK)
+	}
+	return m
+}

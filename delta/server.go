@@ -1,0 +1,211 @@
+package delta
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+
+	"github.com/deltaeds/deltaeds/xds"
+)
+
+// EndpointType is the type URL of envoy.config.endpoint.v3.ClusterLoadAssignment.
+const EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+// sotwMessage is returned by every state-of-the-world method.
+const sotwMessage = "deltaeds serves only incremental xDS: set api_type: DELTA_GRPC in the ads_config (or eds_config api_config_source) of Envoy's bootstrap"
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxResponseBytes  = 1 << 20
+	DefaultMaxRequestBytes   = 4 << 20
+	DefaultMaxNamesPerStream = 100_000
+)
+
+// Options configure a Server.
+type Options struct {
+	Logger *zap.Logger
+	// Metrics receive the server's counters; nil creates unregistered ones.
+	Metrics *Metrics
+	// MaxResponseBytes bounds the resource bytes of one response; larger
+	// batches are split. One resource is always sent, whatever its size.
+	MaxResponseBytes int
+	// MaxRequestBytes bounds one request; see GRPCServerOptions.
+	MaxRequestBytes int
+	// MaxNamesPerStream bounds the names one stream may subscribe to, per
+	// type; exceeding it ends the stream with ResourceExhausted.
+	MaxNamesPerStream int
+}
+
+// Server serves the Delta xDS protocol from an xds.Store.
+type Server struct {
+	store   *xds.Store
+	log     *zap.Logger
+	metrics *Metrics
+	opts    Options
+
+	noncePrefix string
+	nonceSeq    atomic.Uint64
+
+	stopOnce sync.Once
+	stopped  chan struct{}
+
+	mu      sync.Mutex // guards streams
+	streams map[*stream]struct{}
+	wg      sync.WaitGroup // running stream handlers
+}
+
+// NewServer returns a server for store.
+func NewServer(store *xds.Store, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	if opts.MaxResponseBytes <= 0 {
+		opts.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if opts.MaxNamesPerStream <= 0 {
+		opts.MaxNamesPerStream = DefaultMaxNamesPerStream
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return &Server{
+		store:       store,
+		log:         opts.Logger,
+		metrics:     opts.Metrics,
+		opts:        opts,
+		noncePrefix: hex.EncodeToString(b[:]) + "-",
+		stopped:     make(chan struct{}),
+		streams:     make(map[*stream]struct{}),
+	}
+}
+
+// GRPCServerOptions returns the grpc.Server options that enforce the
+// server's request size limit: a larger request ends its stream with
+// ResourceExhausted.
+func (s *Server) GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(s.opts.MaxRequestBytes)}
+}
+
+// Register registers the ADS and EDS services on g.
+func (s *Server) Register(g grpc.ServiceRegistrar) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, adsService{s: s})
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, edsService{s: s})
+}
+
+// Stop ends every stream with codes.Unavailable and waits for their handlers
+// to return, or for ctx to end. New streams are refused. Call it before
+// grpc.Server.GracefulStop, which otherwise waits for streams forever.
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stopped) })
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// StreamInfo describes one connected stream, for debugging.
+type StreamInfo struct {
+	NodeID        string    `json:"node_id"`
+	Peer          string    `json:"peer"`
+	ConnectedAt   time.Time `json:"connected_at"`
+	Subscriptions int       `json:"subscriptions"`
+	Wildcard      bool      `json:"wildcard"`
+	Pending       int       `json:"pending"`
+	Responses     uint64    `json:"responses"`
+	LastACK       time.Time `json:"last_ack,omitzero"`
+	LastNACK      time.Time `json:"last_nack,omitzero"`
+	LastNACKError string    `json:"last_nack_error,omitempty"`
+}
+
+// Streams returns every connected stream, sorted by node id then peer.
+func (s *Server) Streams() []StreamInfo {
+	s.mu.Lock()
+	list := make([]*stream, 0, len(s.streams))
+	for st := range s.streams {
+		list = append(list, st)
+	}
+	s.mu.Unlock()
+	out := make([]StreamInfo, 0, len(list))
+	for _, st := range list {
+		out = append(out, st.info())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].NodeID != out[j].NodeID {
+			return out[i].NodeID < out[j].NodeID
+		}
+		return out[i].Peer < out[j].Peer
+	})
+	return out
+}
+
+func (s *Server) nextNonce() string {
+	return s.noncePrefix + itoa36(s.nonceSeq.Add(1))
+}
+
+func itoa36(v uint64) string {
+	const digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [16]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = digits[v%36]
+		v /= 36
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+type adsService struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	s *Server
+}
+
+func (a adsService) DeltaAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return a.s.serve(st, "")
+}
+
+func (a adsService) StreamAggregatedResources(grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return status.Error(codes.Unimplemented, sotwMessage)
+}
+
+type edsService struct {
+	endpointservice.UnimplementedEndpointDiscoveryServiceServer
+	s *Server
+}
+
+func (e edsService) DeltaEndpoints(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return e.s.serve(st, EndpointType)
+}
+
+func (e edsService) StreamEndpoints(grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return status.Error(codes.Unimplemented, sotwMessage)
+}
+
+func (e edsService) FetchEndpoints(context.Context, *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, sotwMessage)
+}

@@ -1,0 +1,381 @@
+package delta
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/deltaeds/deltaeds/xds"
+)
+
+type deltaStream = grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]
+
+// stream is the protocol state of one Delta xDS stream. Every field but info
+// is owned by the stream's handler goroutine and touched by nobody else.
+type stream struct {
+	s           *Server
+	grpc        deltaStream
+	defaultType string // for DeltaEndpoints, whose requests may omit type_url
+	log         *zap.Logger
+	notify      chan struct{}
+
+	nodeID  string
+	types   map[string]*typeState
+	order   []*typeState // types in the order first requested, for fair sends
+	ignored map[string]bool
+
+	infoMu   sync.Mutex // guards infoData and infoSubs
+	infoData StreamInfo
+	infoSubs []*xds.Subscription
+}
+
+// typeState is one type's protocol state on one stream.
+type typeState struct {
+	url string
+	sub *xds.Subscription
+	// legacyWildcard is set when the first request named no resources: a
+	// wildcard that ends as soon as the client names resources.
+	legacyWildcard bool
+
+	nonce    string // of the latest response; "" before the first
+	inflight bool   // the latest response awaits its ACK or NACK
+	// inflightObserved holds the upstream observation times of the resources
+	// in flight, for ACK latency; nil when none had one.
+	inflightObserved []time.Time
+	// inflightNames names what the in-flight response carried, for the
+	// NACK log line (Envoy's NACK does not repeat them).
+	inflightNames []string
+
+	responses, resources, removals, bytes, acks, nacks, stale prometheus.Counter
+}
+
+// maxLoggedNames bounds the resource names a NACK log line carries.
+const maxLoggedNames = 20
+
+var errStopping = status.Error(codes.Unavailable, "deltaeds is shutting down")
+
+// serve runs one Delta xDS stream until the client goes away, the server
+// stops, or the client breaks a rule (ending the stream with a status).
+func (s *Server) serve(gs deltaStream, defaultType string) error {
+	select {
+	case <-s.stopped:
+		return errStopping
+	default:
+	}
+	ctx := gs.Context()
+	st := &stream{
+		s:           s,
+		grpc:        gs,
+		defaultType: defaultType,
+		log:         s.log,
+		notify:      make(chan struct{}, 1),
+		types:       make(map[string]*typeState),
+		ignored:     make(map[string]bool),
+	}
+	st.infoData.ConnectedAt = time.Now()
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		st.infoData.Peer = p.Addr.String()
+	}
+	s.mu.Lock()
+	s.streams[st] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.metrics.Streams.Inc()
+	defer func() {
+		for _, ts := range st.types {
+			ts.sub.Close()
+		}
+		s.mu.Lock()
+		delete(s.streams, st)
+		s.mu.Unlock()
+		s.metrics.Streams.Dec()
+		s.wg.Done()
+	}()
+
+	// The receiver only reads: it ends when Recv fails, which happens once
+	// the client goes away or this handler returns and gRPC cancels ctx.
+	requests := make(chan *discoveryv3.DeltaDiscoveryRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := gs.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case requests <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	for {
+		select {
+		case <-s.stopped:
+			return errStopping
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			if st.nodeID != "" {
+				st.log.Debug("stream closed by client", zap.Error(err))
+			}
+			return nil
+		case req := <-requests:
+			if err := st.handle(req); err != nil {
+				return err
+			}
+		case <-st.notify:
+		}
+		if err := st.sendPending(); err != nil {
+			return err
+		}
+	}
+}
+
+// reject counts and logs a request that ends the stream, and returns the
+// status to end it with.
+func (st *stream) reject(reason string, code codes.Code, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	st.s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
+	st.log.Warn("rejecting Delta xDS stream", zap.String("reason", reason), zap.String("error", msg))
+	return status.Error(code, msg)
+}
+
+// handle applies one request: node check, ACK/NACK bookkeeping, subscription
+// changes.
+func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
+	if st.nodeID == "" {
+		if req.GetNode().GetId() == "" {
+			return st.reject("missing_node", codes.InvalidArgument, "the first request of a stream must carry node.id")
+		}
+		st.nodeID = req.GetNode().GetId()
+		st.log = st.log.With(zap.String("node_id", st.nodeID))
+		st.infoMu.Lock()
+		st.infoData.NodeID = st.nodeID
+		st.infoMu.Unlock()
+	}
+	typeURL := req.GetTypeUrl()
+	if typeURL == "" {
+		typeURL = st.defaultType
+	}
+	if typeURL == "" {
+		return st.reject("missing_type_url", codes.InvalidArgument, "type_url is required on aggregated (ADS) streams")
+	}
+	if typeURL != st.defaultType && st.defaultType != "" {
+		return st.reject("wrong_type_url", codes.InvalidArgument, "this service serves only %s, got %s", st.defaultType, typeURL)
+	}
+	if !st.s.store.HasType(typeURL) {
+		st.s.metrics.IgnoredTypes.WithLabelValues(typeURL).Inc()
+		if !st.ignored[typeURL] {
+			st.ignored[typeURL] = true
+			st.log.Info("ignoring requests for a type deltaeds does not serve; serve it from another management server or remove it from this ADS source",
+				zap.String("type_url", typeURL))
+		}
+		return nil
+	}
+
+	ts, first := st.types[typeURL], false
+	if ts == nil {
+		first = true
+		ts = st.newTypeState(typeURL)
+	}
+
+	if nonce := req.GetResponseNonce(); nonce != "" {
+		switch {
+		case ts.inflight && nonce == ts.nonce:
+			st.acknowledge(ts, req)
+		default:
+			ts.stale.Inc()
+			st.log.Debug("stale nonce", zap.String("type_url", typeURL), zap.String("nonce", nonce), zap.String("latest_nonce", ts.nonce))
+		}
+	}
+
+	change := xds.Change{Subscribe: req.GetResourceNamesSubscribe(), Unsubscribe: req.GetResourceNamesUnsubscribe()}
+	if first {
+		change.InitialVersions = req.GetInitialResourceVersions()
+		if len(change.Subscribe) == 0 {
+			change.Subscribe = []string{xds.Wildcard}
+			ts.legacyWildcard = true
+		}
+	} else if ts.legacyWildcard && len(change.Subscribe) > 0 {
+		// The legacy wildcard lasts until the client names resources,
+		// unless it names "*" itself.
+		ts.legacyWildcard = false
+		explicit := false
+		for _, n := range change.Subscribe {
+			explicit = explicit || n == xds.Wildcard
+		}
+		if !explicit {
+			change.Unsubscribe = append(change.Unsubscribe, xds.Wildcard)
+		}
+	}
+	if len(change.Subscribe) == 0 && len(change.Unsubscribe) == 0 && len(change.InitialVersions) == 0 {
+		return nil
+	}
+	if err := ts.sub.Update(change); err != nil {
+		if errors.Is(err, xds.ErrTooManyNames) {
+			return st.reject("too_many_names", codes.ResourceExhausted, "type %s: %v (raise --max-subscriptions-per-stream)", typeURL, err)
+		}
+		return status.Errorf(codes.Internal, "update subscription: %v", err)
+	}
+	return nil
+}
+
+func (st *stream) newTypeState(typeURL string) *typeState {
+	m := st.s.metrics
+	ts := &typeState{
+		url:       typeURL,
+		sub:       st.s.store.Subscribe(typeURL, st.notify, st.s.opts.MaxNamesPerStream),
+		responses: m.Responses.WithLabelValues(typeURL),
+		resources: m.ResourcesSent.WithLabelValues(typeURL),
+		removals:  m.RemovalsSent.WithLabelValues(typeURL),
+		bytes:     m.BytesSent.WithLabelValues(typeURL),
+		acks:      m.ACKs.WithLabelValues(typeURL),
+		nacks:     m.NACKs.WithLabelValues(typeURL),
+		stale:     m.StaleNonces.WithLabelValues(typeURL),
+	}
+	st.types[typeURL] = ts
+	st.order = append(st.order, ts)
+	st.infoMu.Lock()
+	st.infoSubs = append(st.infoSubs, ts.sub)
+	st.infoMu.Unlock()
+	return ts
+}
+
+// acknowledge closes the in-flight response of ts with an ACK or a NACK.
+func (st *stream) acknowledge(ts *typeState, req *discoveryv3.DeltaDiscoveryRequest) {
+	ts.inflight = false
+	now := time.Now()
+	if detail := req.GetErrorDetail(); detail != nil {
+		ts.nacks.Inc()
+		ts.inflightObserved = ts.inflightObserved[:0]
+		st.log.Warn("client rejected a response (NACK); it keeps its previous endpoints, and the next change of these resources is sent",
+			zap.String("type_url", ts.url), zap.String("nonce", ts.nonce),
+			zap.String("error", detail.GetMessage()), zap.Int32("code", detail.GetCode()),
+			zap.Strings("resource_names", ts.inflightNames))
+		st.infoMu.Lock()
+		st.infoData.LastNACK = now
+		st.infoData.LastNACKError = detail.GetMessage()
+		st.infoMu.Unlock()
+		return
+	}
+	ts.acks.Inc()
+	for _, at := range ts.inflightObserved {
+		st.s.metrics.EventToACK.Observe(now.Sub(at).Seconds())
+	}
+	ts.inflightObserved = ts.inflightObserved[:0]
+	st.infoMu.Lock()
+	st.infoData.LastACK = now
+	st.infoMu.Unlock()
+}
+
+// sendPending sends, for every type without a response in flight, what its
+// subscription has pending.
+func (st *stream) sendPending() error {
+	for _, ts := range st.order {
+		if ts.inflight {
+			continue
+		}
+		b := ts.sub.Next(st.s.opts.MaxResponseBytes)
+		if b.Empty() {
+			continue
+		}
+		if err := st.send(ts, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (st *stream) send(ts *typeState, b xds.Batch) error {
+	resp := &discoveryv3.DeltaDiscoveryResponse{
+		TypeUrl:           ts.url,
+		Nonce:             st.s.nextNonce(),
+		SystemVersionInfo: batchVersion(b),
+		RemovedResources:  b.Removed,
+	}
+	if len(b.Resources) > 0 {
+		resp.Resources = make([]*discoveryv3.Resource, len(b.Resources))
+	}
+	size := 0
+	for i, r := range b.Resources {
+		resp.Resources[i] = r.Wire
+		size += r.WireSize
+	}
+	for _, n := range b.Removed {
+		size += len(n)
+	}
+	if err := st.grpc.Send(resp); err != nil {
+		return fmt.Errorf("send %s response to node %q: %w", ts.url, st.nodeID, err)
+	}
+	now := time.Now()
+	ts.nonce = resp.Nonce
+	ts.inflight = true
+	ts.responses.Inc()
+	st.infoMu.Lock()
+	st.infoData.Responses++
+	st.infoMu.Unlock()
+	ts.resources.Add(float64(len(b.Resources)))
+	ts.removals.Add(float64(len(b.Removed)))
+	ts.bytes.Add(float64(size))
+	ts.inflightNames = ts.inflightNames[:0]
+	for _, r := range b.Resources {
+		if len(ts.inflightNames) < maxLoggedNames {
+			ts.inflightNames = append(ts.inflightNames, r.Name)
+		}
+		if !r.ObservedAt.IsZero() {
+			st.s.metrics.EventToSend.Observe(now.Sub(r.ObservedAt).Seconds())
+			ts.inflightObserved = append(ts.inflightObserved, r.ObservedAt)
+		}
+	}
+	if ce := st.log.Check(zap.DebugLevel, "sent response"); ce != nil {
+		ce.Write(zap.String("type_url", ts.url), zap.String("nonce", resp.Nonce),
+			zap.Int("resources", len(b.Resources)), zap.Int("removed", len(b.Removed)))
+	}
+	return nil
+}
+
+// batchVersion derives system_version_info from the batch content, so equal
+// batches carry equal versions on every replica. Envoy uses it only for
+// display.
+func batchVersion(b xds.Batch) string {
+	h := fnv.New64a()
+	for _, r := range b.Resources {
+		h.Write([]byte(r.Name))
+		h.Write([]byte{0})
+		h.Write([]byte(r.Version))
+		h.Write([]byte{0})
+	}
+	for _, n := range b.Removed {
+		h.Write([]byte{1})
+		h.Write([]byte(n))
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// info returns the stream's debug view; subscription counts are read live.
+func (st *stream) info() StreamInfo {
+	st.infoMu.Lock()
+	out := st.infoData
+	subs := st.infoSubs
+	st.infoMu.Unlock()
+	for _, sub := range subs {
+		stats := sub.Stats()
+		out.Subscriptions += stats.Names
+		out.Pending += stats.Pending
+		out.Wildcard = out.Wildcard || stats.Wildcard
+	}
+	return out
+}
