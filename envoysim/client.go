@@ -1,0 +1,344 @@
+package envoysim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// ErrClosed is returned by [Client.Start] after [Client.Close], and by
+// [Client.WaitFor] when the client stopped before the predicate held.
+var ErrClosed = errors.New("envoysim: client closed")
+
+const (
+	defaultBackoff    = 50 * time.Millisecond
+	defaultMaxBackoff = time.Second
+)
+
+// Client is a simulated Envoy speaking Delta ADS for one type. Create it
+// with [New], start it with [Client.Start] or [Client.Run], stop it with
+// [Client.Close]. All methods are safe for concurrent use.
+type Client struct {
+	cfg Config // immutable after New
+	log *zap.Logger
+
+	// done is closed when the run goroutine has exited, or by Close if the
+	// client was never started.
+	done chan struct{}
+
+	lifeMu  sync.Mutex // guards started, stopped, cancel
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
+
+	mu sync.Mutex // guards everything below, and the fields of *stream it says
+	// want is the subscription: the names the client wants, without "*".
+	want map[string]struct{}
+	// held is what the client has accepted, by name; removed marks wanted
+	// names whose latest news was a removal, with when it arrived.
+	held    map[string]Held
+	removed map[string]time.Time
+	// st is the live stream, nil between streams.
+	st *stream
+	// resume is non-nil while stalled; closing it resumes reading.
+	resume chan struct{}
+	// changed is closed (and reset to nil) on every change of state; it is
+	// created only when a WaitFor needs it, so changes cost nothing when
+	// nobody waits.
+	changed    chan struct{}
+	stats      Stats // Violations kept separately, see violations
+	violations []Violation
+}
+
+// New returns a client for cfg, with defaults filled in. It does not
+// connect: see [Client.Start]. Configuration errors are reported by Start.
+func New(cfg Config) *Client {
+	if cfg.TypeURL == "" {
+		cfg.TypeURL = TypeURLClusterLoadAssignment
+	}
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = defaultBackoff
+	}
+	if cfg.MaxBackoff < cfg.Backoff {
+		cfg.MaxBackoff = max(defaultMaxBackoff, cfg.Backoff)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Client{
+		cfg:     cfg,
+		log:     log.With(zap.String("node_id", cfg.NodeID), zap.String("type_url", cfg.TypeURL)),
+		done:    make(chan struct{}),
+		want:    make(map[string]struct{}),
+		held:    make(map[string]Held),
+		removed: make(map[string]time.Time),
+	}
+}
+
+// Start connects (or adopts Config.Conn) and starts the goroutine that keeps
+// a stream open until ctx is cancelled or [Client.Close] is called. It fails
+// on a bad configuration, a target that cannot be parsed, a second call, or
+// after Close; it does not wait for the server to be reachable.
+func (c *Client) Start(ctx context.Context) error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	switch {
+	case c.stopped:
+		return ErrClosed
+	case c.started:
+		return errors.New("envoysim: client already started")
+	case c.cfg.NodeID == "":
+		return errors.New("envoysim: Config.NodeID is required")
+	case c.cfg.Conn == nil && c.cfg.Target == "":
+		return errors.New("envoysim: Config.Target or Config.Conn is required")
+	}
+	conn, owned := c.cfg.Conn, false
+	if conn == nil {
+		var err error
+		if conn, err = c.dial(); err != nil {
+			return fmt.Errorf("envoysim: dial %s: %w", c.cfg.Target, err)
+		}
+		owned = true
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	c.started, c.cancel = true, cancel
+	go c.run(rctx, conn, owned)
+	return nil
+}
+
+func (c *Client) dial() (*grpc.ClientConn, error) {
+	creds := c.cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	// gRPC's default reconnect backoff starts at a second and grows to two
+	// minutes, far too slow for tests that restart a server; Envoy's own
+	// default starts at 500ms. Callers can override this in DialOptions.
+	bc := backoff.DefaultConfig
+	bc.BaseDelay, bc.MaxDelay = c.cfg.Backoff, c.cfg.MaxBackoff
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
+	}
+	return grpc.NewClient(c.cfg.Target, append(opts, c.cfg.DialOptions...)...)
+}
+
+// Run starts the client and blocks until ctx is cancelled or Close is
+// called, then stops it. It returns an error only if Start fails.
+func (c *Client) Run(ctx context.Context) error {
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	<-c.done
+	return c.Close()
+}
+
+// Close stops the client and waits until its goroutines have exited and the
+// connection it dialled (not a Config.Conn) is closed. It is idempotent.
+// What the client held stays readable.
+func (c *Client) Close() error {
+	c.lifeMu.Lock()
+	wasStopped := c.stopped
+	c.stopped = true
+	if c.started {
+		c.cancel()
+	} else if !wasStopped {
+		close(c.done)
+	}
+	c.lifeMu.Unlock()
+	<-c.done
+	return nil
+}
+
+// Done is closed once the client has stopped, whether by Close or by the
+// cancellation of the context given to Start.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Subscribe adds names to the subscription. The change is sent on the live
+// stream without waiting for it, or in the first request of the next one.
+// Names already wanted are ignored; "" and "*" are not names (see
+// Config.Wildcard) and are ignored too.
+func (c *Client) Subscribe(names ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	added := false
+	for _, n := range names {
+		if n == "" || n == "*" {
+			continue
+		}
+		if _, ok := c.want[n]; ok {
+			continue
+		}
+		c.want[n] = struct{}{}
+		added = true
+		if st := c.st; st != nil {
+			// Like Envoy, resubscribing to a name whose unsubscribe is
+			// still queued sends the subscribe again rather than cancelling
+			// the unsubscribe: the client dropped the resource when it
+			// unsubscribed, so the server must send it again.
+			delete(st.pendingUnsub, n)
+			st.pendingSub[n] = struct{}{}
+		}
+	}
+	if added {
+		c.st.wakeWriter()
+		c.notifyLocked()
+	}
+}
+
+// Unsubscribe removes names from the subscription and drops what the client
+// held for them, as Envoy does when the last watcher of a name goes away.
+func (c *Client) Unsubscribe(names ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	removed := false
+	for _, n := range names {
+		if _, ok := c.want[n]; !ok {
+			continue
+		}
+		delete(c.want, n)
+		delete(c.held, n)
+		delete(c.removed, n)
+		removed = true
+		if st := c.st; st != nil {
+			delete(st.pendingSub, n)
+			// A name the server was never told about needs no unsubscribe.
+			if _, told := st.told[n]; told {
+				st.pendingUnsub[n] = struct{}{}
+			}
+		}
+	}
+	if removed {
+		c.st.wakeWriter()
+		c.notifyLocked()
+	}
+}
+
+// Subscribed returns the names the client wants, sorted.
+func (c *Client) Subscribed() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.want))
+}
+
+// Resources returns a copy of the held resources by name.
+func (c *Client) Resources() map[string]Held {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.held)
+}
+
+// Get returns the held resource with the given name.
+func (c *Client) Get(name string) (Held, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.held[name]
+	return h, ok
+}
+
+// Removed reports whether the latest news about a wanted name was a removal
+// (as opposed to a resource, or nothing at all).
+func (c *Client) Removed(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.removed[name]
+	return ok
+}
+
+// Stats returns a copy of the client's counters and violations.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.statsLocked()
+}
+
+func (c *Client) statsLocked() Stats {
+	s := c.stats
+	s.Violations = slices.Clone(c.violations)
+	return s
+}
+
+// Violations returns the protocol violations seen so far, oldest first.
+func (c *Client) Violations() []Violation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.violations)
+}
+
+// WaitFor blocks until pred holds over the client's state, ctx is done, or
+// the client stops. pred is evaluated at once and again after every change,
+// under the client's lock: it must be quick and must not call the Client.
+func (c *Client) WaitFor(ctx context.Context, pred func(State) bool) error {
+	for {
+		c.mu.Lock()
+		if pred(State{c}) {
+			c.mu.Unlock()
+			return nil
+		}
+		if c.changed == nil {
+			c.changed = make(chan struct{})
+		}
+		changed := c.changed
+		c.mu.Unlock()
+
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("envoysim: node %s: wait for state: %w", c.cfg.NodeID, ctx.Err())
+		case <-c.done:
+			c.mu.Lock()
+			ok := pred(State{c})
+			c.mu.Unlock()
+			if ok {
+				return nil
+			}
+			return ErrClosed
+		}
+	}
+}
+
+// notifyLocked wakes every WaitFor. Callers hold c.mu.
+func (c *Client) notifyLocked() {
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
+}
+
+// Stall stops (true) or resumes (false) reading from the stream. While
+// stalled the client does not call Recv, so gRPC flow control eventually
+// blocks the server's sends to it; a Recv already waiting when Stall(true)
+// is called still returns, so at most one more response may be applied.
+// Queued ACKs are still sent. The stall outlives reconnects.
+func (c *Client) Stall(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case on && c.resume == nil:
+		c.resume = make(chan struct{})
+	case !on && c.resume != nil:
+		close(c.resume)
+		c.resume = nil
+	}
+}
+
+// Disconnect drops the current stream, if any. The client reopens a new one
+// at once, presenting initial_resource_versions for what it holds.
+func (c *Client) Disconnect() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st != nil {
+		c.st.dropped = true
+		c.st.cancel()
+	}
+}

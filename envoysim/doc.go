@@ -1,0 +1,65 @@
+// Package envoysim owns a Delta xDS client that behaves like Envoy does for
+// EDS, so that deltaeds can be tested, run end to end, demonstrated and
+// benchmarked on a machine that has no Envoy binary.
+//
+// # What it does
+//
+// A [Client] keeps one Delta ADS stream
+// (envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources)
+// open to a server and subscribes to ClusterLoadAssignments by name, one name
+// per cluster, the way Envoy's EDS does:
+//
+//   - it never subscribes to the wildcard unless [Config.Wildcard] asks it to,
+//     and it sends nothing until it wants at least one name, because a first
+//     request with no names means "wildcard" to a Delta server;
+//   - the first request of each stream carries the node and, after a
+//     reconnect, initial_resource_versions for everything it holds and every
+//     name it wants; later requests carry only changes to the subscription and
+//     ACKs or NACKs;
+//   - every response is ACKed or NACKed exactly once, in order; a NACK
+//     rejects the whole response and leaves what the client holds unchanged;
+//   - a removal of a wanted name is remembered, so a test can tell "the server
+//     said it is gone" from "the server never said anything".
+//
+// It also gives tests control that Envoy does not: [Client.Stall] stops
+// reading the stream so gRPC flow control pushes back on the server,
+// [Client.Disconnect] drops the stream, [Config.NACK] rejects chosen
+// responses, and [Config.OnApply] observes every applied response cheaply
+// enough for benchmarks that run hundreds of clients with thousands of names.
+//
+// # Strictness
+//
+// Envoy tolerates much. This package does not: anything the server does that
+// the protocol forbids, or that a correct server would never do, is recorded
+// as a [Violation] (never a panic, never silently ignored) and can be read
+// with [Client.Violations]. A test of the server should end by checking that
+// there are none. Responses the client rejects for their content (duplicate
+// names, a name both updated and removed, a resource without a version, an
+// Any that is not the subscribed type, a resource that fails Validate) are
+// both NACKed and recorded as violations; a NACK asked for by [Config.NACK]
+// is not a violation.
+//
+// # Concurrency
+//
+// While started, a Client runs one goroutine that owns the gRPC connection's
+// stream lifecycle: it opens a stream, receives on it, applies responses and
+// reconnects with a short jittered backoff when the stream breaks. For each
+// stream it starts one writer goroutine, the only caller of Send, which drains
+// queued ACKs and subscription changes so that neither the receive loop nor a
+// caller of [Client.Subscribe] ever blocks on a slow server. The writer is
+// waited for before the next stream opens, and the run goroutine is waited for
+// by [Client.Close], so once Close returns no goroutine of the client remains.
+//
+// One mutex, Client.mu, guards all mutable state: the wanted names, the held
+// resources, removal marks, counters, violations and the per-stream
+// bookkeeping (what the server was told, queued ACKs, nonces seen). It is
+// never held across a network call or a user callback.
+//
+// # What it must never do
+//
+// Import any other package of this project: it is the independent witness
+// that the server speaks the protocol, and sharing code with the server would
+// let a shared bug pass unnoticed. And it must never be lenient about a
+// protocol violation by the server: if a real Envoy would misbehave or hide
+// the problem, this client records it.
+package envoysim

@@ -1,0 +1,230 @@
+package envoysim
+
+import (
+	"fmt"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// handle checks, applies and queues the ACK or NACK of one response. It runs
+// on the run goroutine. The lock is taken twice, not held throughout, so that
+// decoding and the user's NACK hook never run under it.
+func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at time.Time) {
+	nonce := resp.GetNonce()
+	size := proto.Size(resp)
+
+	c.mu.Lock()
+	st.responded = true
+	c.stats.Responses++
+	c.stats.Resources += uint64(len(resp.GetResources()))
+	c.stats.Removals += uint64(len(resp.GetRemovedResources()))
+	c.stats.Bytes += uint64(size)
+	if len(st.acks) > 0 {
+		c.stats.Pipelined++
+	}
+	if nonce == "" {
+		c.violateLocked(st, EmptyNonce, nonce, at, "response has no nonce, so it cannot be ACKed")
+	} else if _, seen := st.nonces[nonce]; seen {
+		c.violateLocked(st, ReusedNonce, nonce, at, "nonce was already used by an earlier response on this stream")
+	} else {
+		st.nonces[nonce] = struct{}{}
+	}
+	if got := resp.GetTypeUrl(); got != c.cfg.TypeURL {
+		// Envoy drops a response for a type it has no subscription for,
+		// without ACK or NACK; so does the simulator, after recording it.
+		c.violateLocked(st, UnrequestedType, nonce, at,
+			fmt.Sprintf("response for type %q; the client subscribed only to %q", got, c.cfg.TypeURL))
+		c.notifyLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+
+	items, rej := decodeResponse(c.cfg.TypeURL, resp)
+	reason := ""
+	if rej != nil {
+		reason = rej.detail
+	} else if c.cfg.NACK != nil {
+		if err := c.cfg.NACK(resp); err != nil {
+			reason = err.Error()
+			if reason == "" {
+				reason = "rejected"
+			}
+		}
+	}
+	report := c.cfg.OnApply != nil && reason == ""
+	var applied Applied
+
+	c.mu.Lock()
+	if rej != nil {
+		c.violateLocked(st, rej.kind, nonce, at, rej.detail)
+	}
+	if !c.cfg.Wildcard {
+		for _, r := range resp.GetResources() {
+			if n := r.GetName(); n != "" && !st.knowsLocked(n) {
+				c.violateLocked(st, UnsubscribedName, nonce, at,
+					fmt.Sprintf("resource %q was never subscribed on this stream", n))
+			}
+		}
+	}
+	if reason == "" {
+		if report {
+			applied = Applied{Nonce: nonce, ReceivedAt: at}
+		}
+		for _, it := range items {
+			if !c.wantsLocked(it.name) {
+				continue
+			}
+			c.held[it.name] = Held{Version: it.version, CLA: it.cla, Resource: it.msg, ReceivedAt: at}
+			delete(c.removed, it.name)
+			if report {
+				applied.Updated = append(applied.Updated, NameVersion{Name: it.name, Version: it.version})
+			}
+		}
+		for _, n := range resp.GetRemovedResources() {
+			// A removal of a name the client does not want needs no
+			// action: the server may have sent it before reading the
+			// unsubscribe, and Envoy ignores it.
+			if n == "" || !c.wantsLocked(n) {
+				continue
+			}
+			delete(c.held, n)
+			c.removed[n] = at
+			if report {
+				applied.Removed = append(applied.Removed, n)
+			}
+		}
+	}
+	st.acks = append(st.acks, ack{nonce: nonce, reason: reason})
+	st.wakeWriter()
+	c.notifyLocked()
+	c.mu.Unlock()
+
+	if reason != "" {
+		c.log.Warn("NACKing response", zap.Uint64("stream", st.id), zap.String("nonce", nonce), zap.String("reason", reason))
+	} else if ce := c.log.Check(zap.DebugLevel, "applied response"); ce != nil {
+		ce.Write(zap.Uint64("stream", st.id), zap.String("nonce", nonce),
+			zap.Int("resources", len(resp.GetResources())), zap.Int("removed", len(resp.GetRemovedResources())))
+	}
+	if report {
+		c.cfg.OnApply(applied)
+	}
+}
+
+// wantsLocked reports whether the client applies news about name.
+func (c *Client) wantsLocked(name string) bool {
+	if c.cfg.Wildcard {
+		return true
+	}
+	_, ok := c.want[name]
+	return ok
+}
+
+// knowsLocked reports whether the server could legitimately send name on st:
+// it was told the client wants it, or told so and then told otherwise (in
+// which case the response may have crossed the unsubscribe).
+func (st *stream) knowsLocked(name string) bool {
+	if _, ok := st.told[name]; ok {
+		return true
+	}
+	_, ok := st.unsubscribed[name]
+	return ok
+}
+
+// violateLocked records a violation. Callers hold c.mu.
+func (c *Client) violateLocked(st *stream, kind ViolationKind, nonce string, at time.Time, detail string) {
+	v := Violation{Kind: kind, Detail: detail, Nonce: nonce, Stream: st.id, At: at}
+	c.violations = append(c.violations, v)
+	c.log.Warn("server protocol violation", zap.Uint64("stream", st.id), zap.String("nonce", nonce),
+		zap.Stringer("kind", kind), zap.String("detail", detail))
+}
+
+// rejection is why a response is NACKed for its content.
+type rejection struct {
+	kind   ViolationKind
+	detail string
+}
+
+// item is one decoded resource of an acceptable response.
+type item struct {
+	name, version string
+	msg           proto.Message
+	cla           *endpointv3.ClusterLoadAssignment
+}
+
+// decodeResponse decodes and validates every resource of resp, or says why
+// the whole response must be rejected. It reads nothing but resp, so it runs
+// without the client's lock.
+func decodeResponse(typeURL string, resp *discoveryv3.DeltaDiscoveryResponse) ([]item, *rejection) {
+	res := resp.GetResources()
+	names := make(map[string]struct{}, len(res))
+	for i, r := range res {
+		n := r.GetName()
+		switch _, dup := names[n]; {
+		case n == "":
+			return nil, &rejection{InvalidResource, fmt.Sprintf("resource #%d has no name", i)}
+		case dup:
+			return nil, &rejection{DuplicateName, fmt.Sprintf("resource %q appears more than once", n)}
+		case r.GetVersion() == "":
+			return nil, &rejection{MissingVersion, fmt.Sprintf("resource %q has no version", n)}
+		}
+		names[n] = struct{}{}
+	}
+	for _, n := range resp.GetRemovedResources() {
+		if _, both := names[n]; both {
+			return nil, &rejection{UpdatedAndRemoved, fmt.Sprintf("resource %q is both updated and removed", n)}
+		}
+	}
+
+	items := make([]item, 0, len(res))
+	for _, r := range res {
+		n := r.GetName()
+		msg, cla, err := decodeAny(typeURL, r.GetResource())
+		if err != nil {
+			return nil, &rejection{InvalidResource, fmt.Sprintf("resource %q: %v", n, err)}
+		}
+		if cla != nil && cla.GetClusterName() != n {
+			return nil, &rejection{InvalidResource,
+				fmt.Sprintf("resource %q carries cluster_name %q", n, cla.GetClusterName())}
+		}
+		items = append(items, item{name: n, version: r.GetVersion(), msg: msg, cla: cla})
+	}
+	return items, nil
+}
+
+// decodeAny unmarshals and validates one resource body of type typeURL.
+func decodeAny(typeURL string, a *anypb.Any) (proto.Message, *endpointv3.ClusterLoadAssignment, error) {
+	if a == nil {
+		return nil, nil, fmt.Errorf("no resource body")
+	}
+	if a.GetTypeUrl() != typeURL {
+		return nil, nil, fmt.Errorf("body is of type %q, not %q", a.GetTypeUrl(), typeURL)
+	}
+	var (
+		msg proto.Message
+		cla *endpointv3.ClusterLoadAssignment
+	)
+	if typeURL == TypeURLClusterLoadAssignment {
+		cla = new(endpointv3.ClusterLoadAssignment)
+		if err := a.UnmarshalTo(cla); err != nil {
+			return nil, nil, fmt.Errorf("decode ClusterLoadAssignment: %w", err)
+		}
+		msg = cla
+	} else {
+		var err error
+		if msg, err = a.UnmarshalNew(); err != nil {
+			return nil, nil, fmt.Errorf("decode %s: %w", typeURL, err)
+		}
+	}
+	if v, ok := msg.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("validate: %w", err)
+		}
+	}
+	return msg, cla, nil
+}

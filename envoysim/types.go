@@ -1,0 +1,226 @@
+package envoysim
+
+import (
+	"fmt"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+)
+
+// TypeURLClusterLoadAssignment is the type URL of EDS resources, the default
+// [Config.TypeURL].
+const TypeURLClusterLoadAssignment = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+// Config says where a [Client] connects, who it claims to be and how it
+// reacts. Only NodeID and one of Target or Conn are required.
+type Config struct {
+	// Target is the server's address, host:port. It is dialled when Conn is
+	// nil, with Creds and DialOptions.
+	Target string
+	// Creds secures the connection dialled to Target; nil means plaintext.
+	// For mTLS pass credentials.NewTLS with a client certificate.
+	Creds credentials.TransportCredentials
+	// DialOptions are appended after the client's own defaults (short
+	// connection backoff) when dialling Target, so they take precedence.
+	DialOptions []grpc.DialOption
+	// Conn, if set, is used instead of dialling Target. The client does not
+	// close it: the caller owns it and may share it between clients.
+	Conn *grpc.ClientConn
+
+	// NodeID and Cluster identify the simulated Envoy (node.id and
+	// node.cluster); Locality is node.locality and may be nil.
+	NodeID   string
+	Cluster  string
+	Locality *corev3.Locality
+
+	// TypeURL is the one type the client subscribes to. Empty means
+	// [TypeURLClusterLoadAssignment]; other types are decoded generically
+	// and Held.CLA is then nil.
+	TypeURL string
+	// Wildcard subscribes to "*" in addition to any names. Envoy never does
+	// this for EDS; it exists for tests of the server's wildcard support.
+	Wildcard bool
+
+	// NACK, if set, is asked about every response that passed the client's
+	// own checks: returning an error NACKs the response with the error's text
+	// as error_detail, returning nil ACKs it. It runs on the receive
+	// goroutine, without locks held, and must not block for long.
+	NACK func(*discoveryv3.DeltaDiscoveryResponse) error
+	// OnApply, if set, is called after each accepted response has been
+	// applied. It runs on the receive goroutine, so a slow OnApply is a slow
+	// Envoy: the client stops reading until it returns.
+	OnApply func(Applied)
+
+	// Logger receives the client's logs; nil means none.
+	Logger *zap.Logger
+	// Backoff is the first delay before reconnecting after a stream fails
+	// (default 50ms); it doubles on each failure up to MaxBackoff (default
+	// 1s) and resets once a stream has delivered a response. A stream dropped
+	// by [Client.Disconnect] is reopened at once.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+}
+
+// Held is one resource as the client holds it.
+type Held struct {
+	// Version is the version the server gave with the resource.
+	Version string
+	// CLA is the resource when the type is ClusterLoadAssignment, else nil.
+	// It is shared, not copied: treat it as read-only.
+	CLA *endpointv3.ClusterLoadAssignment
+	// Resource is the decoded resource whatever its type (the same pointer
+	// as CLA for EDS). Read-only too.
+	Resource proto.Message
+	// ReceivedAt is when the response carrying this version was received.
+	ReceivedAt time.Time
+}
+
+// NameVersion is one resource version delivered in a response.
+type NameVersion struct {
+	Name    string
+	Version string
+}
+
+// Applied describes one accepted response, for [Config.OnApply]. Updated
+// and Removed list only names the client wanted (and therefore applied).
+type Applied struct {
+	Nonce      string
+	ReceivedAt time.Time
+	Updated    []NameVersion
+	Removed    []string
+}
+
+// ViolationKind classifies a [Violation].
+type ViolationKind int
+
+// The kinds of protocol violation the client detects.
+const (
+	// EmptyNonce: a response without a nonce, which cannot be ACKed.
+	EmptyNonce ViolationKind = iota + 1
+	// ReusedNonce: a nonce already used by an earlier response on the same
+	// stream, which makes the ACK ambiguous.
+	ReusedNonce
+	// UnrequestedType: a response for a type URL the client never
+	// subscribed to. Like Envoy, the client drops it without ACK.
+	UnrequestedType
+	// UnsubscribedName: a resource for a name the client never told this
+	// stream it wants, when not wildcard. Not raised for names unsubscribed
+	// on this stream, since the response may have been in flight when the
+	// server read the unsubscribe. The resource is not applied.
+	UnsubscribedName
+	// MissingVersion: a resource without a version, which the client could
+	// never present in initial_resource_versions. The response is NACKed.
+	MissingVersion
+	// DuplicateName: a response naming the same resource twice. NACKed.
+	DuplicateName
+	// UpdatedAndRemoved: a response naming a resource both in resources
+	// and removed_resources. NACKed.
+	UpdatedAndRemoved
+	// InvalidResource: a resource without a name, whose Any is missing, of
+	// another type or undecodable, that fails Validate, or a CLA whose
+	// cluster_name differs from the resource name (Envoy rejects that too).
+	// NACKed.
+	InvalidResource
+)
+
+var violationKindNames = map[ViolationKind]string{
+	EmptyNonce:        "empty nonce",
+	ReusedNonce:       "reused nonce",
+	UnrequestedType:   "unrequested type",
+	UnsubscribedName:  "unsubscribed name",
+	MissingVersion:    "missing version",
+	DuplicateName:     "duplicate name",
+	UpdatedAndRemoved: "updated and removed",
+	InvalidResource:   "invalid resource",
+}
+
+func (k ViolationKind) String() string {
+	if s, ok := violationKindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("ViolationKind(%d)", int(k))
+}
+
+// Violation is one protocol violation by the server, as seen by the client.
+type Violation struct {
+	Kind ViolationKind
+	// Detail says what exactly was wrong, naming the resource if any.
+	Detail string
+	// Nonce is the nonce of the offending response.
+	Nonce string
+	// Stream counts the client's streams from 1, so a test can tell which
+	// connection the violation happened on.
+	Stream uint64
+	At     time.Time
+}
+
+func (v Violation) String() string {
+	return fmt.Sprintf("%s: %s (stream %d, nonce %q, at %s)",
+		v.Kind, v.Detail, v.Stream, v.Nonce, v.At.Format(time.RFC3339Nano))
+}
+
+// Stats counts what the client has seen and sent since it was created.
+type Stats struct {
+	// Responses is every response received, whatever became of it.
+	Responses uint64
+	// Pipelined counts responses received while the ACK of an earlier one
+	// was still queued: legal, and a sign the server does not wait for ACKs.
+	Pipelined uint64
+	// Resources and Removals count the entries of resources and
+	// removed_resources in all responses received.
+	Resources uint64
+	Removals  uint64
+	// Bytes is the sum of proto.Size of all responses received.
+	Bytes uint64
+	// Requests is every request sent; ACKs and NACKs count those that
+	// carried a response_nonce without and with error_detail.
+	Requests uint64
+	ACKs     uint64
+	NACKs    uint64
+	// Streams counts streams opened; Reconnects is Streams less the first.
+	Streams    uint64
+	Reconnects uint64
+	// Violations lists every protocol violation in the order seen.
+	Violations []Violation
+}
+
+// State is a read-only view of a client's state handed to a [Client.WaitFor]
+// predicate. It is valid only during that call, which holds the client's
+// lock: the predicate must not keep it or call methods of the [Client].
+type State struct {
+	c *Client
+}
+
+// Get returns the held resource with the given name.
+func (s State) Get(name string) (Held, bool) {
+	h, ok := s.c.held[name]
+	return h, ok
+}
+
+// Removed reports whether the latest news about a wanted name was a removal.
+func (s State) Removed(name string) bool {
+	_, ok := s.c.removed[name]
+	return ok
+}
+
+// Len is the number of resources held.
+func (s State) Len() int { return len(s.c.held) }
+
+// Range calls f for each held resource, in no particular order, until f
+// returns false.
+func (s State) Range(f func(name string, h Held) bool) {
+	for n, h := range s.c.held {
+		if !f(n, h) {
+			return
+		}
+	}
+}
+
+// Stats returns a copy of the client's counters and violations.
+func (s State) Stats() Stats { return s.c.statsLocked() }
