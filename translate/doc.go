@@ -1,0 +1,33 @@
+// Package translate owns the mapping from Kubernetes EndpointSlices to Envoy
+// ClusterLoadAssignments (CLAs): given every EndpointSlice of one Service, it
+// computes that Service's CLAs, one per port name, and counts what it had to
+// leave out. Everything deltaeds knows about the meaning of EndpointSlice
+// fields lives here, so the rest of the program moves opaque CLAs around.
+//
+// # Names
+//
+// A CLA is named "<namespace>/<service>/<port-name>", or "<namespace>/<service>"
+// for the unnamed port. The name is both CLA.cluster_name and what an Envoy
+// cluster puts in eds_cluster_config.service_name; [ClusterName] builds it and
+// [ParseClusterName] reads it back. Namespaces and Service names are DNS labels
+// and never contain "/", which is what makes the name unambiguous.
+//
+// # What goes in
+//
+// Endpoints are merged across slices and address families, keyed by
+// address, port and protocol within each port name. Conditions follow
+// kube-proxy: ready endpoints carry traffic at priority 0; serving but
+// terminating ones sit at priority 1, HEALTHY, so Envoy fails over to them
+// only when nothing is ready. See [Service] for the precise rules and the
+// choices made where the API leaves room.
+//
+// # What it must never do
+//
+// Do I/O, hold state between calls, log, or import gRPC, client-go informers,
+// or the xds, delta and watch packages. Its functions are pure: equal inputs,
+// in any order, give byte-identical output under deterministic marshalling,
+// which is what lets the store skip updates that change nothing. Malformed
+// input is skipped and counted, never a panic and never an invalid CLA: the
+// input comes from an API server we do not control, and one bad endpoint must
+// not take a whole Service, or the process, down.
+package translate

@@ -1,0 +1,300 @@
+package translate_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/deltaeds/deltaeds/translate"
+)
+
+// fuzzReader hands out fuzz bytes; past the end it returns zeros, so every
+// input decodes to something and short inputs mean small Services.
+type fuzzReader struct{ b []byte }
+
+func (r *fuzzReader) next() byte {
+	if len(r.b) == 0 {
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *fuzzReader) choice(n int) int { return int(r.next()) % n }
+
+// raw returns up to 7 arbitrary bytes: invalid UTF-8, slashes and the like.
+func (r *fuzzReader) raw() string {
+	n := r.choice(8)
+	if n > len(r.b) {
+		n = len(r.b)
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *fuzzReader) tri() *bool {
+	switch r.choice(3) {
+	case 1:
+		return ptr(true)
+	case 2:
+		return ptr(false)
+	}
+	return nil
+}
+
+// decodeFuzz builds options, a shuffle seed and the slices of testNS/testSvc
+// from fuzz bytes. Most choices pick from small pools so that duplicates,
+// shared port names and foreign slices are frequent; a few take raw bytes.
+// Layout (one byte each unless noted):
+//
+//	flags (bit 0: IncludeUnready, rest: shuffle seed), slice count
+//	per slice: present (0 = nil), namespace, label, address type, port count,
+//	  per port: name, protocol, number (+2 bytes for a free number),
+//	  endpoint count,
+//	  per endpoint: address count, per address: kind (+1 byte for most kinds),
+//	    ready, serving, terminating, zone, node, targetRef (+1 byte for a pod)
+func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.EndpointSlice) {
+	r := &fuzzReader{b: data}
+	flags := r.next()
+	opts := translate.Options{IncludeUnready: flags&1 == 1}
+	seed := uint64(flags >> 1)
+
+	var out []*discoveryv1.EndpointSlice
+	for n := r.choice(7); n > 0; n-- {
+		if r.next()%8 == 0 {
+			out = append(out, nil)
+			continue
+		}
+		s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%d", len(out))}}
+		switch r.choice(4) {
+		case 0, 1:
+			s.Namespace = testNS
+		case 2:
+			s.Namespace = "other"
+		case 3:
+			s.Namespace = r.raw()
+		}
+		switch r.choice(5) {
+		case 0, 1:
+			s.Labels = map[string]string{translate.ServiceNameLabel: testSvc}
+		case 2:
+			s.Labels = map[string]string{translate.ServiceNameLabel: "other"}
+		case 3: // unlabelled
+		case 4:
+			s.Labels = map[string]string{translate.ServiceNameLabel: r.raw()}
+		}
+		switch r.choice(5) {
+		case 0:
+			s.AddressType = discoveryv1.AddressTypeIPv4
+		case 1:
+			s.AddressType = discoveryv1.AddressTypeIPv6
+		case 2:
+			s.AddressType = discoveryv1.AddressTypeFQDN
+		case 3: // empty
+		case 4:
+			s.AddressType = discoveryv1.AddressType(r.raw())
+		}
+		for n := r.choice(4); n > 0; n-- {
+			s.Ports = append(s.Ports, decodePort(r))
+		}
+		for n := r.choice(8); n > 0; n-- {
+			s.Endpoints = append(s.Endpoints, decodeEndpoint(r))
+		}
+		out = append(out, s)
+	}
+	return opts, seed, out
+}
+
+func decodePort(r *fuzzReader) discoveryv1.EndpointPort {
+	var p discoveryv1.EndpointPort
+	switch r.choice(5) {
+	case 1:
+		p.Name = ptr("")
+	case 2:
+		p.Name = ptr("http")
+	case 3:
+		p.Name = ptr("grpc")
+	case 4:
+		p.Name = ptr(r.raw())
+	}
+	switch r.choice(5) {
+	case 1:
+		p.Protocol = ptr(corev1.ProtocolTCP)
+	case 2:
+		p.Protocol = ptr(corev1.ProtocolUDP)
+	case 3:
+		p.Protocol = ptr(corev1.ProtocolSCTP)
+	case 4:
+		p.Protocol = ptr(corev1.Protocol("bogus"))
+	}
+	switch r.choice(8) {
+	case 1:
+		p.Port = ptr[int32](80)
+	case 2:
+		p.Port = ptr[int32](8080)
+	case 3:
+		p.Port = ptr[int32](0)
+	case 4:
+		p.Port = ptr[int32](-1)
+	case 5:
+		p.Port = ptr[int32](65535)
+	case 6:
+		p.Port = ptr[int32](65536)
+	case 7:
+		p.Port = ptr(int32(r.next())<<9 | int32(r.next()))
+	}
+	return p
+}
+
+func decodeEndpoint(r *fuzzReader) discoveryv1.Endpoint {
+	var e discoveryv1.Endpoint
+	for n := r.choice(3); n > 0; n-- {
+		var a string
+		switch r.choice(8) {
+		case 0:
+			a = fmt.Sprintf("10.0.0.%d", r.choice(8))
+		case 1:
+			a = fmt.Sprintf("fd00::%x", r.choice(8))
+		case 2:
+			a = fmt.Sprintf("::ffff:10.0.0.%d", r.choice(8))
+		case 3:
+			a = "fe80::1%eth0"
+		case 4:
+			a = "bogus"
+		case 5: // empty
+		case 6:
+			a = r.raw()
+		case 7:
+			a = fmt.Sprintf("fd00:0:0::%x", r.choice(8)) // non-canonical
+		}
+		e.Addresses = append(e.Addresses, a)
+	}
+	e.Conditions = discoveryv1.EndpointConditions{Ready: r.tri(), Serving: r.tri(), Terminating: r.tri()}
+	switch r.choice(5) {
+	case 1:
+		e.Zone = ptr("")
+	case 2:
+		e.Zone = ptr("a")
+	case 3:
+		e.Zone = ptr("b")
+	case 4:
+		e.Zone = ptr(r.raw())
+	}
+	switch r.choice(4) {
+	case 1:
+		e.NodeName = ptr("n1")
+	case 2:
+		e.NodeName = ptr("n2")
+	case 3:
+		e.NodeName = ptr(r.raw())
+	}
+	switch r.choice(6) {
+	case 1:
+		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: fmt.Sprintf("p%d", r.choice(4))}
+	case 2:
+		e.TargetRef = &corev1.ObjectReference{Kind: "Pod"}
+	case 3:
+		e.TargetRef = &corev1.ObjectReference{Kind: "Node", Name: "n1"}
+	case 4:
+		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: "other", Name: "p1"}
+	case 5:
+		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: r.raw()}
+	}
+	return e
+}
+
+func FuzzService(f *testing.F) {
+	f.Add([]byte{}) // no slices
+
+	// One IPv4 slice, port http/80, two ready endpoints in zones a and b.
+	f.Add([]byte{
+		0, 1, // defaults, one slice
+		1, 0, 0, 0, 1, // present, ns, svc label, IPv4, one port
+		2, 0, 1, // "http", nil protocol, 80
+		2,                            // two endpoints
+		1, 0, 1, 1, 1, 2, 2, 1, 1, 1, // 10.0.0.1 ready, zone a, n1, pod p1
+		1, 0, 2, 1, 1, 2, 3, 2, 0, // 10.0.0.2 ready, zone b, n2
+	})
+
+	// The same address in two slices with different port numbers and
+	// conditions, with IncludeUnready: duplicates, fallback, UNHEALTHY.
+	f.Add([]byte{
+		1, 2,
+		1, 0, 0, 0, 1, 2, 0, 1, // IPv4, http/80
+		3,
+		1, 0, 1, 2, 1, 1, 2, 0, 0, // 10.0.0.1 terminating, zone a
+		1, 0, 1, 1, 1, 2, 3, 0, 0, // 10.0.0.1 ready, zone b
+		1, 0, 3, 2, 2, 2, 0, 0, 0, // 10.0.0.3 not serving
+		1, 0, 0, 0, 1, 2, 0, 2, // IPv4, http/8080
+		2,
+		1, 0, 1, 0, 0, 0, 0, 0, 0, // 10.0.0.1, nil conditions
+		1, 0, 2, 2, 0, 1, 0, 0, 0, // 10.0.0.2 not ready, nil serving, terminating
+	})
+
+	// Dual-stack, with a non-canonical IPv6 duplicate and an IPv4-mapped one.
+	f.Add([]byte{
+		0, 2,
+		1, 0, 0, 1, 1, 1, 2, 1, // IPv6, unnamed UDP/80
+		3,
+		1, 7, 1, 0, 0, 0, 0, 0, 0, // fd00:0:0::1
+		1, 1, 1, 0, 0, 0, 0, 0, 0, // fd00::1
+		1, 2, 1, 0, 0, 0, 0, 0, 0, // ::ffff:10.0.0.1
+		1, 0, 0, 0, 1, 1, 2, 1, // IPv4, unnamed UDP/80
+		1,
+		2, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, // 10.0.0.1 (and 10.0.0.2, ignored)
+	})
+
+	// Malformed: nil slice, FQDN, foreign, SCTP and nil-number ports, bad
+	// addresses, raw bytes in names and address types.
+	f.Add([]byte{
+		0, 6,
+		0,                         // nil slice
+		1, 0, 0, 2, 1, 2, 0, 1, 0, // FQDN, http/80
+		1, 2, 0, 0, 1, 2, 0, 1, 0, // other namespace
+		1, 0, 0, 0, 3, // IPv4, three ports:
+		2, 3, 1, // http SCTP/80
+		3, 0, 0, // grpc, nil number
+		4, 1, 0xff, 1, 1, // "\xff" TCP/80
+		4,
+		1, 4, 0, 0, 0, 0, 0, 0, // "bogus"
+		1, 3, 0, 0, 0, 0, 0, 0, // zoned
+		0, 0, 0, 0, 0, 0, 0, // no address
+		1, 0, 5, 0, 0, 0, 4, 1, 0xfe, 0, 0, // 10.0.0.5, zone "\xfe"
+		1, 3, 2, 'n', 0xff, 0, 4, 3, 'I', 'P', 'v', 0, 0, // namespace "n\xff", type "IPv"
+		1, 0, 0, 4, 3, 'I', 'P', 'v', 1, 2, 0, 1, // type "IPv", http/80
+		1, 1, 0, 1, 0, 0, 0, 0, 0, 0,
+	})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		opts, seed, in := decodeFuzz(data)
+		before := deepCopyAll(in)
+
+		res := translate.Service(testNS, testSvc, in, opts)
+		checkResult(t, testNS, testSvc, res)
+		if !reflect.DeepEqual(in, before) {
+			t.Fatal("Service modified its input")
+		}
+
+		again := translate.Service(testNS, testSvc, shuffled(rand.New(rand.NewPCG(seed, 0)), in), opts)
+		if again.Skipped != res.Skipped {
+			t.Fatalf("Skipped depends on input order: %+v vs %+v", res.Skipped, again.Skipped)
+		}
+		want, got := marshalAll(t, res), marshalAll(t, again)
+		if len(got) != len(want) {
+			t.Fatalf("%d CLAs after shuffle, want %d", len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("CLA %q depends on input order:\n%v\nvs\n%v", res.CLAs[i].GetClusterName(), res.CLAs[i], again.CLAs[i])
+			}
+		}
+	})
+}
