@@ -21,7 +21,7 @@ import (
 )
 
 // EndpointType is the type URL of envoy.config.endpoint.v3.ClusterLoadAssignment.
-const EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+const EndpointType = xds.EndpointType
 
 // sotwMessage is returned by every state-of-the-world method.
 const sotwMessage = "deltaeds serves only incremental xDS: set api_type: DELTA_GRPC in the ads_config (or eds_config api_config_source) of Envoy's bootstrap"

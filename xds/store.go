@@ -15,6 +15,10 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
+// EndpointType is the type URL of envoy.config.endpoint.v3.ClusterLoadAssignment,
+// the type deltaeds serves.
+const EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
 // Resource is one stored resource at one version. It is immutable once
 // stored and shared, read-only, by every response that carries it: its bytes
 // are marshaled once per change, never once per subscriber.

@@ -1,0 +1,38 @@
+// Package watch owns deltaeds' view of Kubernetes: raw client-go informers on
+// discovery.k8s.io/v1 EndpointSlices, a workqueue of Service keys, and the
+// workers that translate one Service's slices into CLAs and write them to the
+// xds.Store.
+//
+// # The loop
+//
+// This is client-go's informer -> workqueue -> worker loop. Event handlers do
+// nothing but note when a Service's first unprocessed event was seen and add
+// its key (namespace/name) to the queue, so a burst of changes to one Service
+// is one translation and the informer is never held up. Workers read every
+// slice of the Service from the informer's index, call translate.Service, and
+// apply the Service's CLAs to the store in one batch. Equal content is a no-op
+// in the store, so relists after a watch restart or a 410 Gone cost nothing
+// downstream.
+//
+// # Deleted Services and removed ports
+//
+// Envoy ignores a delta removal of an EDS resource (it keeps its last hosts),
+// but empties a cluster on an empty ClusterLoadAssignment. So a CLA the
+// Service no longer produces is first published empty, and deleted from the
+// store only after Config.DeletedGracePeriod; a Service re-created meanwhile
+// simply updates it.
+//
+// # Sync and outages
+//
+// The store is marked synced only after every informer has listed and every
+// Service of that first list has been translated, so a starting replica never
+// answers "does not exist" for a Service it has not read yet. After that, an
+// API-server outage changes nothing downstream: reflectors retry with backoff,
+// the store keeps serving its last state, and Run returns only when its
+// context ends.
+//
+// # What it must never do
+//
+// Serve gRPC, know the xDS protocol, or exit because the API server is gone.
+// Do I/O, wait on locks or translate on the informer's event path.
+package watch

@@ -1,0 +1,378 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/deltaeds/deltaeds/translate"
+	"github.com/deltaeds/deltaeds/xds"
+)
+
+// DefaultDeletedGracePeriod is how long a CLA a Service no longer produces
+// stays published, empty, before it is deleted from the store.
+const DefaultDeletedGracePeriod = 5 * time.Minute
+
+// Config configures a Watcher.
+type Config struct {
+	Client kubernetes.Interface
+	Store  *xds.Store
+	// Namespaces to watch; empty means all.
+	Namespaces []string
+	// LabelSelector restricts the EndpointSlices watched (server side).
+	LabelSelector string
+	Translate     translate.Options
+	// DeletedGracePeriod: see DefaultDeletedGracePeriod; 0 means the default.
+	DeletedGracePeriod time.Duration
+	// Workers translating Services concurrently; 0 means 2.
+	Workers int
+	Logger  *zap.Logger
+	// Metrics receive the watcher's counters; nil creates unregistered ones.
+	Metrics *Metrics
+}
+
+// Watcher feeds an xds.Store from EndpointSlices.
+type Watcher struct {
+	cfg     Config
+	log     *zap.Logger
+	metrics *Metrics
+	queue   workqueue.TypedRateLimitingInterface[string]
+	// informers by namespace ("" when watching all namespaces).
+	informers map[string]cache.SharedIndexInformer
+	factories []informers.SharedInformerFactory
+
+	// observed holds, per Service key, when its first unprocessed event was
+	// seen (time.Time). Handlers only LoadOrStore; workers LoadAndDelete.
+	observed sync.Map
+
+	mu sync.Mutex // guards services
+	// services remembers, per Service key, the CLA names it published and,
+	// for names it no longer produces, since when they have been empty.
+	services map[string]*published
+
+	lastEvent atomic.Int64 // unix nanos of the last informer event or successful list
+	synced    atomic.Bool
+}
+
+type published struct {
+	names map[string]time.Time // CLA name -> zero if live, else when it was emptied
+}
+
+// New validates cfg and builds the informers; nothing runs until Run.
+func New(cfg Config) (*Watcher, error) {
+	if cfg.Client == nil || cfg.Store == nil {
+		return nil, errors.New("watch: a Kubernetes client and a store are required")
+	}
+	if cfg.LabelSelector != "" {
+		if _, err := labels.Parse(cfg.LabelSelector); err != nil {
+			return nil, fmt.Errorf("watch: label selector %q: %w", cfg.LabelSelector, err)
+		}
+	}
+	if cfg.DeletedGracePeriod <= 0 {
+		cfg.DeletedGracePeriod = DefaultDeletedGracePeriod
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	w := &Watcher{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: cfg.Metrics,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "deltaeds_services"}),
+		informers: make(map[string]cache.SharedIndexInformer),
+		services:  make(map[string]*published),
+	}
+	namespaces := cfg.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	for _, ns := range dedupe(namespaces) {
+		opts := []informers.SharedInformerOption{
+			informers.WithTransform(slimSlice),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = cfg.LabelSelector }),
+		}
+		if ns != metav1.NamespaceAll {
+			opts = append(opts, informers.WithNamespace(ns))
+		}
+		f := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, opts...)
+		inf := f.Discovery().V1().EndpointSlices().Informer()
+		if err := inf.AddIndexers(cache.Indexers{byServiceIndex: indexByService}); err != nil {
+			return nil, fmt.Errorf("watch endpointslices: add index: %w", err)
+		}
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { w.onEvent("add", nil, obj) },
+			UpdateFunc: func(old, obj any) { w.onEvent("update", old, obj) },
+			DeleteFunc: func(obj any) { w.onEvent("delete", nil, obj) },
+		}); err != nil {
+			return nil, fmt.Errorf("watch endpointslices: add handler: %w", err)
+		}
+		namespace := ns
+		if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+			w.metrics.WatchErrors.Inc()
+			w.log.Warn("EndpointSlice watch failed; retrying with backoff and serving the last known endpoints",
+				zap.String("namespace", namespace), zap.Error(err))
+		}); err != nil {
+			return nil, fmt.Errorf("watch endpointslices: set watch error handler: %w", err)
+		}
+		w.informers[ns] = inf
+		w.factories = append(w.factories, f)
+	}
+	cfg.Store.RegisterType(xds.EndpointType)
+	return w, nil
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// onEvent runs on the informer's goroutine: it must stay cheap.
+func (w *Watcher) onEvent(kind string, oldObj, obj any) {
+	now := time.Now()
+	w.lastEvent.Store(now.UnixNano())
+	w.metrics.Events.WithLabelValues(kind).Inc()
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	key := serviceKey(s)
+	if key == "" {
+		w.metrics.UnlabelledSlices.Inc()
+		return
+	}
+	w.enqueue(key, now)
+	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok {
+		// A slice relabelled to another Service leaves the first one too.
+		if oldKey := serviceKey(old); oldKey != "" && oldKey != key {
+			w.enqueue(oldKey, now)
+		}
+	}
+}
+
+func (w *Watcher) enqueue(key string, at time.Time) {
+	w.observed.LoadOrStore(key, at)
+	w.queue.Add(key)
+}
+
+// Run starts the informers, waits for their first list, translates every
+// Service once, marks the store synced and runs the workers until ctx ends.
+// It does not return because the API server is unreachable: the informers
+// retry on their own, and the store keeps serving its last state.
+func (w *Watcher) Run(ctx context.Context) error {
+	defer w.queue.ShutDown()
+	for _, f := range w.factories {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		for _, f := range w.factories {
+			f.Shutdown()
+		}
+	}()
+
+	w.log.Info("waiting for the first EndpointSlice list", zap.Int("informers", len(w.informers)))
+	syncs := make([]cache.InformerSynced, 0, len(w.informers))
+	for _, inf := range w.informers {
+		syncs = append(syncs, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+		return ctx.Err()
+	}
+	w.lastEvent.Store(time.Now().UnixNano())
+
+	// Translate the first list before opening the gate; the keys are also in
+	// the queue, where they will be no-ops.
+	keys := w.allKeys()
+	for _, key := range keys {
+		w.sync(key)
+	}
+	w.cfg.Store.MarkSynced()
+	w.synced.Store(true)
+	w.log.Info("EndpointSlices synced; serving", zap.Int("services", len(keys)),
+		zap.Int("clas", w.cfg.Store.Len(xds.EndpointType)))
+
+	var wg sync.WaitGroup
+	for i := 0; i < w.cfg.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w.processNext() {
+			}
+		}()
+	}
+	<-ctx.Done()
+	w.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// Synced reports whether the first list has been translated and the store
+// opened. It stays true through API-server outages.
+func (w *Watcher) Synced() bool { return w.synced.Load() }
+
+// LastEvent returns when the watcher last heard from the API server: an
+// event, or the end of the first list.
+func (w *Watcher) LastEvent() time.Time {
+	n := w.lastEvent.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func (w *Watcher) allKeys() []string {
+	seen := map[string]bool{}
+	for _, inf := range w.informers {
+		for _, k := range inf.GetIndexer().ListIndexFuncValues(byServiceIndex) {
+			seen[k] = true
+		}
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (w *Watcher) processNext() bool {
+	key, shutdown := w.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer w.queue.Done(key)
+	w.sync(key)
+	w.queue.Forget(key)
+	return true
+}
+
+// slicesOf returns the slices of one Service from the informer that watches
+// its namespace.
+func (w *Watcher) slicesOf(namespace, key string) []*discoveryv1.EndpointSlice {
+	inf := w.informers[namespace]
+	if inf == nil {
+		inf = w.informers[metav1.NamespaceAll]
+	}
+	if inf == nil {
+		return nil
+	}
+	objs, err := inf.GetIndexer().ByIndex(byServiceIndex, key)
+	if err != nil {
+		// Only an unknown index name fails, which would be a programming error.
+		w.log.Error("read EndpointSlice index", zap.String("service", key), zap.Error(err))
+		return nil
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// sync translates one Service and applies its CLAs in one batch.
+func (w *Watcher) sync(key string) {
+	var observedAt time.Time
+	if v, ok := w.observed.LoadAndDelete(key); ok {
+		observedAt = v.(time.Time)
+	}
+	namespace, name, ok := strings.Cut(key, "/")
+	if !ok {
+		return
+	}
+	start := time.Now()
+	res := translate.Service(namespace, name, w.slicesOf(namespace, key), w.cfg.Translate)
+	w.metrics.TranslateDuration.Observe(time.Since(start).Seconds())
+	w.metrics.countSkipped(res.Skipped)
+
+	now := time.Now()
+	updates := make([]xds.Update, 0, len(res.CLAs))
+	produced := make(map[string]bool, len(res.CLAs))
+	for _, c := range res.CLAs {
+		produced[c.ClusterName] = true
+		updates = append(updates, xds.Update{Name: c.ClusterName, Message: c, ObservedAt: observedAt})
+	}
+
+	w.mu.Lock()
+	p := w.services[key]
+	if p == nil {
+		p = &published{names: make(map[string]time.Time)}
+		w.services[key] = p
+	}
+	var recheck time.Duration
+	for n := range produced {
+		p.names[n] = time.Time{}
+	}
+	for n, emptied := range p.names {
+		if produced[n] {
+			continue
+		}
+		switch {
+		case emptied.IsZero():
+			// Envoy empties a cluster only on an empty CLA, never on a removal.
+			p.names[n] = now
+			updates = append(updates, xds.Update{Name: n, Message: translate.EmptyCLA(n), ObservedAt: observedAt})
+			recheck = w.cfg.DeletedGracePeriod
+		case now.Sub(emptied) >= w.cfg.DeletedGracePeriod:
+			delete(p.names, n)
+			updates = append(updates, xds.Update{Name: n})
+		default:
+			if left := w.cfg.DeletedGracePeriod - now.Sub(emptied); recheck == 0 || left < recheck {
+				recheck = left
+			}
+		}
+	}
+	if len(p.names) == 0 {
+		delete(w.services, key)
+	}
+	w.mu.Unlock()
+
+	if recheck > 0 {
+		w.queue.AddAfter(key, recheck)
+	}
+	if len(updates) == 0 {
+		return
+	}
+	ch, err := w.cfg.Store.Apply(xds.EndpointType, updates)
+	if err != nil {
+		w.metrics.ApplyErrors.Inc()
+		w.log.Error("store rejected CLAs", zap.String("service", key), zap.Error(err))
+	}
+	w.metrics.CLAChanges.Add(float64(ch.Set + ch.Deleted))
+	if ch.Set+ch.Deleted > 0 {
+		w.log.Debug("service translated", zap.String("service", key), zap.Int("set", ch.Set),
+			zap.Int("deleted", ch.Deleted), zap.Int("unchanged", ch.Unchanged))
+	}
+}

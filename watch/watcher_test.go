@@ -1,0 +1,222 @@
+package watch
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/deltaeds/deltaeds/translate"
+	"github.com/deltaeds/deltaeds/xds"
+)
+
+const waitTimeout = 30 * time.Second
+
+func slice(ns, name, service string, port int32, ips ...string) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: ns,
+			Labels:          map[string]string{},
+			Annotations:     map[string]string{"noise": "dropped by the transform"},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "Service", Name: service}},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: proto.String("http"), Port: proto.Int32(port), Protocol: ptr(corev1.ProtocolTCP)}},
+	}
+	if service != "" {
+		s.Labels[discoveryv1.LabelServiceName] = service
+	}
+	for _, ip := range ips {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip, "10.99.99.99"}, Conditions: discoveryv1.EndpointConditions{Ready: proto.Bool(true)}})
+	}
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// started runs a watcher until the test ends and waits for it to stop.
+func started(t *testing.T, client kubernetes.Interface, cfg Config) (*Watcher, *xds.Store) {
+	t.Helper()
+	store := xds.NewStore()
+	cfg.Client, cfg.Store = client, store
+	w, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return w, store
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func storedCLA(t *testing.T, store *xds.Store, name string) *endpointv3.ClusterLoadAssignment {
+	t.Helper()
+	r := store.Get(xds.EndpointType, name)
+	if r == nil {
+		return nil
+	}
+	c := &endpointv3.ClusterLoadAssignment{}
+	if err := proto.Unmarshal(r.Wire.GetResource().GetValue(), c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func endpointCount(c *endpointv3.ClusterLoadAssignment) int {
+	n := 0
+	for _, g := range c.GetEndpoints() {
+		n += len(g.GetLbEndpoints())
+	}
+	return n
+}
+
+func TestFirstListIsTranslatedBeforeSync(t *testing.T) {
+	client := fake.NewClientset(
+		slice("ns", "web-1", "web", 8080, "10.0.0.1", "10.0.0.2"),
+		slice("ns", "web-2", "web", 8080, "10.0.0.3"),
+		slice("ns", "orphan", "", 8080, "10.0.0.9"),
+	)
+	w, store := started(t, client, Config{})
+	eventually(t, "sync", store.Synced)
+	if !w.Synced() {
+		t.Fatal("store synced before the watcher says so")
+	}
+	// Synced implies the first list is in the store: no waiting here.
+	c := storedCLA(t, store, "ns/web/http")
+	if c == nil || endpointCount(c) != 3 {
+		t.Fatalf("CLA after sync: %v", c)
+	}
+	if got := store.Len(xds.EndpointType); got != 1 {
+		t.Fatalf("%d CLAs, want 1 (the unlabelled slice belongs to no Service)", got)
+	}
+	if n := testutil.ToFloat64(w.metrics.UnlabelledSlices); n != 1 {
+		t.Fatalf("unlabelled = %v", n)
+	}
+}
+
+func TestDeletedServiceIsEmptiedThenRemoved(t *testing.T) {
+	ctx := t.Context()
+	client := fake.NewClientset(slice("ns", "web-1", "web", 8080, "10.0.0.1"))
+	_, store := started(t, client, Config{DeletedGracePeriod: 300 * time.Millisecond})
+	eventually(t, "sync", store.Synced)
+	first := store.Get(xds.EndpointType, "ns/web/http").Version
+
+	if err := client.DiscoveryV1().EndpointSlices("ns").Delete(ctx, "web-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "an empty CLA", func() bool {
+		c := storedCLA(t, store, "ns/web/http")
+		return c != nil && endpointCount(c) == 0
+	})
+	eventually(t, "removal after the grace period", func() bool { return store.Get(xds.EndpointType, "ns/web/http") == nil })
+
+	// Re-created: the same content has the same version as before.
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Create(ctx, slice("ns", "web-1", "web", 8080, "10.0.0.1"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "re-created CLA", func() bool {
+		r := store.Get(xds.EndpointType, "ns/web/http")
+		return r != nil && r.Version == first
+	})
+}
+
+func TestServiceRecreatedWithinGraceIsNeverRemoved(t *testing.T) {
+	ctx := t.Context()
+	client := fake.NewClientset(slice("ns", "web-1", "web", 8080, "10.0.0.1"))
+	_, store := started(t, client, Config{DeletedGracePeriod: time.Hour})
+	eventually(t, "sync", store.Synced)
+	if err := client.DiscoveryV1().EndpointSlices("ns").Delete(ctx, "web-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "an empty CLA", func() bool { return endpointCount(storedCLA(t, store, "ns/web/http")) == 0 })
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Create(ctx, slice("ns", "web-2", "web", 8080, "10.0.0.2"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new endpoint", func() bool { return endpointCount(storedCLA(t, store, "ns/web/http")) == 1 })
+}
+
+func TestRelabelledSliceLeavesItsOldService(t *testing.T) {
+	ctx := t.Context()
+	client := fake.NewClientset(
+		slice("ns", "s-1", "a", 80, "10.0.0.1"),
+		slice("ns", "s-2", "a", 80, "10.0.0.2"),
+	)
+	_, store := started(t, client, Config{})
+	eventually(t, "sync", store.Synced)
+	moved := slice("ns", "s-2", "b", 80, "10.0.0.2")
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a with one endpoint and b with one", func() bool {
+		return endpointCount(storedCLA(t, store, "ns/a/http")) == 1 && endpointCount(storedCLA(t, store, "ns/b/http")) == 1
+	})
+}
+
+func TestNamespacesRestrictTheWatch(t *testing.T) {
+	client := fake.NewClientset(
+		slice("one", "s", "web", 80, "10.0.0.1"),
+		slice("two", "s", "web", 80, "10.0.0.2"),
+	)
+	_, store := started(t, client, Config{Namespaces: []string{"one"}})
+	eventually(t, "sync", store.Synced)
+	if storedCLA(t, store, "one/web/http") == nil || storedCLA(t, store, "two/web/http") != nil {
+		t.Fatalf("store holds %v", store.Names(xds.EndpointType))
+	}
+}
+
+func TestSlimSliceKeepsWhatTranslateReads(t *testing.T) {
+	in := slice("ns", "web-1", "web", 8080, "10.0.0.1")
+	in.Endpoints[0].Zone = ptr("z1")
+	in.Endpoints[0].NodeName = ptr("node-1")
+	in.Endpoints[0].TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: "web-abc", Namespace: "ns", UID: "u"}
+	in.Endpoints[0].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z1"}}}
+	out, err := slimSlice(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slim := out.(*discoveryv1.EndpointSlice)
+	if len(slim.ManagedFields) != 0 || len(slim.Annotations) != 0 || len(slim.OwnerReferences) != 0 || slim.Endpoints[0].Hints != nil {
+		t.Fatalf("transform kept unread fields: %+v", slim)
+	}
+	if len(slim.Endpoints[0].Addresses) != 1 {
+		t.Fatalf("addresses %v, want only the first", slim.Endpoints[0].Addresses)
+	}
+	opts := translate.Options{}
+	full := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{in}, opts)
+	lean := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{slim}, opts)
+	if len(full.CLAs) != 1 || !proto.Equal(full.CLAs[0], lean.CLAs[0]) {
+		t.Fatalf("translation differs after the transform:\n%v\n%v", full.CLAs, lean.CLAs)
+	}
+}
+
+func TestBadLabelSelectorIsAnError(t *testing.T) {
+	if _, err := New(Config{Client: fake.NewClientset(), Store: xds.NewStore(), LabelSelector: "a in (("}); err == nil {
+		t.Fatal("no error for a malformed selector")
+	}
+}
