@@ -1,0 +1,164 @@
+package xds
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// countingCLA is a ClusterLoadAssignment that counts how often it is
+// serialized: proto.Marshal asks a message for its reflection once per
+// serialization, and the store does nothing else with a message it is given.
+type countingCLA struct {
+	*endpointv3.ClusterLoadAssignment
+	marshals *atomic.Int64
+}
+
+func (m countingCLA) ProtoReflect() protoreflect.Message {
+	m.marshals.Add(1)
+	return m.ClusterLoadAssignment.ProtoReflect()
+}
+
+// benchEndpoints is the number of endpoints of a benchmark CLA.
+const benchEndpoints = 10
+
+// changeCLA makes m differ from every previous content: its first endpoint's
+// port becomes 10000+i (a port is a uint32; 10000+i never repeats in a run).
+func changeCLA(m *endpointv3.ClusterLoadAssignment, i int) {
+	sa := m.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress()
+	sa.PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: uint32(10000 + i)}
+}
+
+type benchStream struct {
+	sub    *Subscription
+	notify chan struct{}
+}
+
+// benchSetup returns a synced store of `resources` CLAs named cla-00000... and
+// `streams` streams subscribed to the first `names` of them, with nothing
+// left to send.
+func benchSetup(b *testing.B, resources, streams, names int) (*Store, []benchStream, []string) {
+	b.Helper()
+	s := NewStore()
+	all := make([]string, resources)
+	updates := make([]Update, resources)
+	for i := range all {
+		all[i] = fmt.Sprintf("cla-%05d", i)
+		updates[i] = Update{Name: all[i], Message: newCLA(all[i], 0, benchEndpoints)}
+	}
+	if _, err := s.Apply(claType, updates); err != nil {
+		b.Fatal(err)
+	}
+	s.MarkSynced()
+	subscribed := all[:names]
+	out := make([]benchStream, streams)
+	for i := range out {
+		ch := make(chan struct{}, 1)
+		sub := s.Subscribe(claType, ch, 0)
+		if err := sub.Update(Change{Subscribe: subscribed}); err != nil {
+			b.Fatal(err)
+		}
+		for !sub.Next(0).Empty() {
+		}
+		woken(ch)
+		out[i] = benchStream{sub, ch}
+	}
+	return s, out, subscribed
+}
+
+// benchChanges applies one changed CLA per iteration, cycling over names, and
+// delivers it to every stream woken. It reports the time per change, split
+// between Apply and the Next calls, how many serializations one change costs
+// and how many distinct *Resource one change hands to its subscribers.
+func benchChanges(b *testing.B, s *Store, streams []benchStream, names []string) {
+	var marshals atomic.Int64
+	msgs := make([]countingCLA, len(names))
+	for i, n := range names {
+		msgs[i] = countingCLA{newCLA(n, 0, benchEndpoints), &marshals}
+	}
+	batch := make([]Update, 1)
+	var applyDur, nextDur time.Duration
+	distinct, deliveries := 0, 0
+
+	b.ReportAllocs()
+	changes := 0
+	for b.Loop() {
+		k := changes % len(names)
+		changeCLA(msgs[k].ClusterLoadAssignment, changes)
+		batch[0] = Update{Name: names[k], Message: msgs[k]}
+
+		t0 := time.Now()
+		ch, err := s.Apply(claType, batch)
+		t1 := time.Now()
+		if err != nil || ch.Set != 1 {
+			b.Fatalf("Apply: %+v %v", ch, err)
+		}
+		var first *Resource
+		for _, st := range streams {
+			select {
+			case <-st.notify:
+			default:
+				continue
+			}
+			batch := st.sub.Next(0)
+			if len(batch.Resources) != 1 {
+				b.Fatalf("change %d: a stream got %d resources", changes, len(batch.Resources))
+			}
+			r := batch.Resources[0]
+			if first == nil {
+				first = r
+				distinct++
+			} else if r != first {
+				distinct++
+			}
+			deliveries++
+		}
+		nextDur += time.Since(t1)
+		applyDur += t1.Sub(t0)
+		changes++
+	}
+
+	if deliveries != changes*len(streams) {
+		b.Fatalf("%d deliveries for %d changes to %d streams", deliveries, changes, len(streams))
+	}
+	if distinct != changes {
+		b.Fatalf("%d distinct *Resource for %d changes: subscribers do not share the stored resource", distinct, changes)
+	}
+	if m := marshals.Load(); m != int64(changes) {
+		b.Fatalf("%d serializations for %d changes", m, changes)
+	}
+	c := float64(changes)
+	b.ReportMetric(float64(applyDur+nextDur)/c, "ns/change")
+	b.ReportMetric(float64(applyDur)/c, "apply-ns/change")
+	b.ReportMetric(float64(nextDur)/float64(deliveries), "next-ns/delivery")
+	b.ReportMetric(float64(marshals.Load())/c, "marshal/change")
+	b.ReportMetric(float64(distinct)/c, "resources/change")
+}
+
+// BenchmarkApplyStoreSize: the cost of a change must not depend on how many
+// resources the store holds. Ten streams hold the same ten names; each op
+// changes one of them and delivers it.
+func BenchmarkApplyStoreSize(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("resources=%d", n), func(b *testing.B) {
+			s, streams, names := benchSetup(b, n, 10, 10)
+			benchChanges(b, s, streams, names)
+		})
+	}
+}
+
+// BenchmarkApplySubscribers: a change is serialized once whatever the number
+// of streams subscribed to it; only the deliveries grow with them.
+func BenchmarkApplySubscribers(b *testing.B) {
+	for _, n := range []int{1, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
+			s, streams, names := benchSetup(b, 100, n, 1)
+			benchChanges(b, s, streams, names)
+		})
+	}
+}
