@@ -102,12 +102,15 @@ func (s *Store) typeFor(typeURL string) *typeStore {
 	return t
 }
 
-// HasType reports whether anything of typeURL was ever stored.
-func (s *Store) HasType(typeURL string) bool {
+// lookup returns a type's store, or nil: reads never register a type.
+func (s *Store) lookup(typeURL string) *typeStore {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.types[typeURL] != nil
+	return s.types[typeURL]
 }
+
+// HasType reports whether the type was registered or anything of it stored.
+func (s *Store) HasType(typeURL string) bool { return s.lookup(typeURL) != nil }
 
 // RegisterType makes typeURL a served type before any resource of it exists,
 // so that clients subscribing to it are answered (with removals) rather than
@@ -166,8 +169,15 @@ func NewResource(name, typeURL string, m proto.Message) (*Resource, error) {
 // batch is applied. When a name appears more than once, the last one wins.
 func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
 	var errs []error
-	prepared := make(map[string]*Resource, len(updates)) // nil value: delete
-	for _, u := range updates {
+	last := make(map[string]int, len(updates))
+	for i, u := range updates {
+		last[u.Name] = i
+	}
+	prepared := make(map[string]*Resource, len(last)) // nil value: delete
+	for i, u := range updates {
+		if last[u.Name] != i {
+			continue // a later update of the same name wins; marshal only that one
+		}
 		if u.Message == nil {
 			prepared[u.Name] = nil
 			continue
@@ -223,7 +233,10 @@ func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
 
 // Get returns the current resource of a name, or nil.
 func (s *Store) Get(typeURL, name string) *Resource {
-	t := s.typeFor(typeURL)
+	t := s.lookup(typeURL)
+	if t == nil {
+		return nil
+	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.resources[name]
@@ -231,7 +244,10 @@ func (s *Store) Get(typeURL, name string) *Resource {
 
 // Len returns the number of resources of a type.
 func (s *Store) Len(typeURL string) int {
-	t := s.typeFor(typeURL)
+	t := s.lookup(typeURL)
+	if t == nil {
+		return 0
+	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return len(t.resources)
@@ -240,7 +256,10 @@ func (s *Store) Len(typeURL string) int {
 // List returns every resource of a type sorted by name. It copies the index
 // and is meant for debug endpoints, not for hot paths.
 func (s *Store) List(typeURL string) []*Resource {
-	t := s.typeFor(typeURL)
+	t := s.lookup(typeURL)
+	if t == nil {
+		return nil
+	}
 	t.mu.RLock()
 	out := make([]*Resource, 0, len(t.resources))
 	for _, r := range t.resources {
@@ -253,7 +272,10 @@ func (s *Store) List(typeURL string) []*Resource {
 
 // Names returns the names of a type, unsorted.
 func (s *Store) Names(typeURL string) []string {
-	t := s.typeFor(typeURL)
+	t := s.lookup(typeURL)
+	if t == nil {
+		return nil
+	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	out := make([]string, 0, len(t.resources))
@@ -266,7 +288,10 @@ func (s *Store) Names(typeURL string) []string {
 // SubscriptionCount returns the number of open subscriptions of a type and
 // the number of names they hold in total (wildcards count as one).
 func (s *Store) SubscriptionCount(typeURL string) (subs, names int) {
-	t := s.typeFor(typeURL)
+	t := s.lookup(typeURL)
+	if t == nil {
+		return 0, 0
+	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for _, set := range t.byName {

@@ -83,14 +83,11 @@ func (sub *Subscription) Update(c Change) error {
 		return errors.New("subscription closed")
 	}
 	if sub.maxNames > 0 {
-		added := 0
-		for _, n := range c.Subscribe {
-			if _, ok := sub.names[n]; !ok && n != Wildcard {
-				added++
-			}
+		if held := sub.namesAfter(c); held > sub.maxNames {
+			return fmt.Errorf("%w: the change would hold %d names, over the limit of %d", ErrTooManyNames, held, sub.maxNames)
 		}
-		if len(sub.names)+added > sub.maxNames {
-			return fmt.Errorf("%w: %d held + %d new exceeds the limit of %d", ErrTooManyNames, len(sub.names), added, sub.maxNames)
+		if len(c.InitialVersions) > sub.maxNames {
+			return fmt.Errorf("%w: %d initial resource versions, over the limit of %d", ErrTooManyNames, len(c.InitialVersions), sub.maxNames)
 		}
 	}
 
@@ -177,6 +174,30 @@ func (sub *Subscription) Update(c Change) error {
 		sub.wake()
 	}
 	return nil
+}
+
+// namesAfter counts the names the subscription would hold after c, without
+// changing it. Callers hold sub.mu.
+func (sub *Subscription) namesAfter(c Change) int {
+	gone := make(map[string]struct{}, len(c.Unsubscribe))
+	for _, n := range c.Unsubscribe {
+		if _, ok := sub.names[n]; ok {
+			gone[n] = struct{}{}
+		}
+	}
+	added := make(map[string]struct{}, len(c.Subscribe))
+	for _, n := range c.Subscribe {
+		if n == Wildcard {
+			continue
+		}
+		if _, held := sub.names[n]; !held {
+			added[n] = struct{}{}
+		} else if _, leaving := gone[n]; leaving {
+			// Unsubscribed and subscribed in one request: it stays.
+			delete(gone, n)
+		}
+	}
+	return len(sub.names) - len(gone) + len(added)
 }
 
 // Batch is what a subscription should send next.
