@@ -43,6 +43,10 @@ type Config struct {
 	Logger  *zap.Logger
 	// Metrics receive the watcher's counters; nil creates unregistered ones.
 	Metrics *Metrics
+	// ProbeInterval is how often the API server's /readyz is probed to
+	// report its health (informers do not say when a watch is merely
+	// retrying); 0 means 10s.
+	ProbeInterval time.Duration
 }
 
 // Watcher feeds an xds.Store from EndpointSlices.
@@ -66,6 +70,10 @@ type Watcher struct {
 
 	lastEvent atomic.Int64 // unix nanos of the last informer event or successful list
 	synced    atomic.Bool
+
+	healthMu  sync.Mutex // guards lastProbe and probeErr
+	lastProbe time.Time  // last successful contact with the API server
+	probeErr  error      // error of the latest probe, nil if it succeeded
 }
 
 type published struct {
@@ -87,6 +95,9 @@ func New(cfg Config) (*Watcher, error) {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 2
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -201,6 +212,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}()
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.probeLoop(ctx)
+	}()
+
 	w.log.Info("waiting for the first EndpointSlice list", zap.Int("informers", len(w.informers)))
 	syncs := make([]cache.InformerSynced, 0, len(w.informers))
 	for _, inf := range w.informers {
@@ -222,7 +241,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 	w.log.Info("EndpointSlices synced; serving", zap.Int("services", len(keys)),
 		zap.Int("clas", w.cfg.Store.Len(xds.EndpointType)))
 
-	var wg sync.WaitGroup
 	for i := 0; i < w.cfg.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -233,8 +251,63 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	w.queue.ShutDown()
-	wg.Wait()
 	return nil
+}
+
+// probeLoop asks the API server's /readyz every ProbeInterval until ctx
+// ends, so an outage shows in APIServerHealth and the logs even while the
+// informers quietly retry.
+func (w *Watcher) probeLoop(ctx context.Context) {
+	t := time.NewTicker(w.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		w.probe(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Watcher) probe(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, w.cfg.ProbeInterval)
+	defer cancel()
+	rc := w.cfg.Client.Discovery().RESTClient()
+	var err error
+	if rc == nil {
+		// Fake clients have no REST client; assume healthy.
+		err = nil
+	} else {
+		err = rc.Get().AbsPath("/readyz").Do(pctx).Error()
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	w.healthMu.Lock()
+	wasDown := w.probeErr != nil
+	w.probeErr = err
+	if err == nil {
+		w.lastProbe = time.Now()
+	}
+	w.healthMu.Unlock()
+	switch {
+	case err != nil && !wasDown:
+		w.metrics.WatchErrors.Inc()
+		w.log.Warn("API server unreachable; serving the last known endpoints while informers retry", zap.Error(err))
+	case err != nil:
+		w.metrics.WatchErrors.Inc()
+	case wasDown:
+		w.log.Info("API server reachable again")
+	}
+}
+
+// APIServerHealth returns when the API server last answered a probe, and
+// the error of the latest probe (nil when it answered).
+func (w *Watcher) APIServerHealth() (lastOK time.Time, err error) {
+	w.healthMu.Lock()
+	defer w.healthMu.Unlock()
+	return w.lastProbe, w.probeErr
 }
 
 // Synced reports whether the first list has been translated and the store

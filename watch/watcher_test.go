@@ -7,10 +7,12 @@ import (
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -27,7 +29,7 @@ func slice(ns, name, service string, port int32, ips ...string) *discoveryv1.End
 			Labels:          map[string]string{},
 			Annotations:     map[string]string{"noise": "dropped by the transform"},
 			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}},
-			OwnerReferences: []metav1.OwnerReference{{Kind: "Service", Name: service}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: service, UID: types.UID("uid-" + service)}},
 		},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: proto.String("http"), Port: proto.Int32(port), Protocol: ptr(corev1.ProtocolTCP)}},
@@ -219,4 +221,8 @@ func TestBadLabelSelectorIsAnError(t *testing.T) {
 	if _, err := New(Config{Client: fake.NewClientset(), Store: xds.NewStore(), LabelSelector: "a in (("}); err == nil {
 		t.Fatal("no error for a malformed selector")
 	}
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
 }
