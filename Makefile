@@ -5,7 +5,7 @@ GO       ?= go
 BIN      := bin/deltaeds
 PKGS     := ./...
 
-.PHONY: all build test fmt-check vet unit bench clean
+.PHONY: all build test fmt-check vet unit bench clean testbin clean-testbin
 
 all: build
 
@@ -22,7 +22,15 @@ vet:
 unit:
 	$(GO) test -race -count=1 $(PKGS)
 
-test: fmt-check vet unit
+# Real etcd, kube-apiserver, kube-controller-manager and kubectl for the e2e tests (e2e/controlplane),
+# built from the Go module proxy into .testbin/; cached, so a second run takes a second.
+testbin:
+	GO=$(GO) bash e2e/testbin/build.sh
+
+clean-testbin:
+	rm -rf .testbin
+
+test: testbin fmt-check vet unit
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./xds/ ./delta/
