@@ -1,0 +1,121 @@
+package watch
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/xds"
+)
+
+// TestAgainstRealAPIServer runs the watcher against a real kube-apiserver
+// and etcd: creates, updates and deletes, a Service spread over many slices,
+// and an API-server outage during which the store keeps its state and after
+// which changes arrive again.
+func TestAgainstRealAPIServer(t *testing.T) {
+	ctx := t.Context()
+	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	if err != nil {
+		t.Fatalf("start control plane (run `make testbin` first): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cp.Stop(); err != nil {
+			t.Errorf("stop control plane: %v", err)
+		}
+	})
+	if _, err := cp.CreateNamespace(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	client := kubernetes.NewForConfigOrDie(cp.RESTConfig())
+	slices := client.DiscoveryV1().EndpointSlices("shop")
+
+	// Present before the watcher starts: part of the first list.
+	if _, err := slices.Create(ctx, slice("shop", "cart-1", "cart", 8080, "10.1.0.1"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w, store := started(t, client, Config{DeletedGracePeriod: time.Hour, ProbeInterval: 100 * time.Millisecond})
+	eventually(t, "sync", store.Synced)
+	if c := storedCLA(t, store, "shop/cart/http"); endpointCount(c) != 1 {
+		t.Fatalf("first list not in the store at sync: %v", c)
+	}
+
+	t.Run("update", func(t *testing.T) {
+		s := slice("shop", "cart-1", "cart", 8080, "10.1.0.1", "10.1.0.2")
+		cur, err := slices.Get(ctx, "cart-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.ResourceVersion = cur.ResourceVersion
+		if _, err := slices.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "two endpoints", func() bool { return endpointCount(storedCLA(t, store, "shop/cart/http")) == 2 })
+	})
+
+	t.Run("a Service with many slices", func(t *testing.T) {
+		const nSlices, perSlice = 30, 100
+		for i := 0; i < nSlices; i++ {
+			var ips []string
+			for j := 0; j < perSlice; j++ {
+				ips = append(ips, fmt.Sprintf("10.2.%d.%d", i, j+1))
+			}
+			if _, err := slices.Create(ctx, slice("shop", fmt.Sprintf("search-%02d", i), "search", 9090, ips...), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "every endpoint of every slice", func() bool {
+			return endpointCount(storedCLA(t, store, "shop/search/http")) == nSlices*perSlice
+		})
+	})
+
+	t.Run("delete publishes an empty CLA", func(t *testing.T) {
+		if err := slices.Delete(ctx, "cart-1", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "empty cart CLA", func() bool {
+			c := storedCLA(t, store, "shop/cart/http")
+			return c != nil && endpointCount(c) == 0
+		})
+	})
+
+	t.Run("API-server outage", func(t *testing.T) {
+		before := store.Get(xds.EndpointType, "shop/search/http")
+		if err := cp.StopAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		// The watcher's reflector notices and retries; the store is
+		// untouched and stays synced meanwhile.
+		eventually(t, "the outage to be noticed", func() bool { _, err := w.APIServerHealth(); return err != nil })
+		if !store.Synced() || store.Get(xds.EndpointType, "shop/search/http") != before {
+			t.Fatal("the store changed during the outage")
+		}
+		if err := cp.StartAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		restarted := kubernetes.NewForConfigOrDie(rest.CopyConfig(cp.RESTConfig()))
+		var err error
+		for deadline := time.Now().Add(waitTimeout); ; {
+			_, err = restarted.DiscoveryV1().EndpointSlices("shop").Create(ctx,
+				slice("shop", "cart-2", "cart", 8080, "10.1.0.9"), metav1.CreateOptions{})
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the API server to be seen healthy", func() bool { _, err := w.APIServerHealth(); return err == nil })
+		eventually(t, "a change made after the restart", func() bool {
+			return endpointCount(storedCLA(t, store, "shop/cart/http")) == 1
+		})
+		if store.Get(xds.EndpointType, "shop/search/http").Version != before.Version {
+			t.Fatal("an unchanged CLA got a new version across the outage")
+		}
+	})
+}
