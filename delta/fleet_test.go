@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
@@ -64,16 +66,16 @@ func TestFleetConvergesUnderChurn(t *testing.T) {
 	f.store.MarkSynced()
 
 	rng := rand.New(rand.NewPCG(1, 2))
+	var nacked atomic.Int32 // responses client 0 has rejected
 	var clients []*envoysim.Client
 	var wants [][]string
 	for i := 0; i < 6; i++ {
 		want := append([]string(nil), all[i*8:i*8+20]...)
 		cfg := envoysim.Config{NodeID: fmt.Sprintf("envoy-%d", i)}
 		if i == 0 {
-			nacks := 0
 			cfg.NACK = func(resp *discoveryv3.DeltaDiscoveryResponse) error {
-				if nacks < 3 && len(resp.Resources) > 0 {
-					nacks++
+				if nacked.Load() < 3 && len(resp.Resources) > 0 {
+					nacked.Add(1)
 					return errors.New("simulated rejection")
 				}
 				return nil
@@ -85,7 +87,13 @@ func TestFleetConvergesUnderChurn(t *testing.T) {
 		wants = append(wants, want)
 	}
 
-	for round := 0; round < 300; round++ {
+	// Churn at least 300 rounds, and on until client 0 has NACKed three
+	// responses (how the churn coalesces into responses depends on timing).
+	deadline := time.Now().Add(testTimeout)
+	for round := 0; round < 300 || nacked.Load() < 3; round++ {
+		if time.Now().After(deadline) {
+			t.Fatal("client 0 did not NACK three responses")
+		}
 		n := all[rng.IntN(nNames)]
 		switch rng.IntN(5) {
 		case 0:
