@@ -1,0 +1,309 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/deltaeds/deltaeds/admin"
+	"github.com/deltaeds/deltaeds/delta"
+	"github.com/deltaeds/deltaeds/xds"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fakeWatcher struct {
+	mu        sync.Mutex
+	synced    bool
+	lastEvent time.Time
+	lastOK    time.Time
+	err       error
+}
+
+func (f *fakeWatcher) Synced() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.synced }
+func (f *fakeWatcher) LastEvent() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastEvent
+}
+func (f *fakeWatcher) APIServerHealth() (time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastOK, f.err
+}
+
+type fakeStreams []delta.StreamInfo
+
+func (f fakeStreams) Streams() []delta.StreamInfo { return f }
+
+func endpoint(ip string, health corev3.HealthStatus) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{
+		HealthStatus: health,
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080},
+			}}},
+		}},
+	}
+}
+
+type env struct {
+	store   *xds.Store
+	watcher *fakeWatcher
+	reg     *prometheus.Registry
+	url     string
+}
+
+// start serves admin on a loopback port until the test ends.
+func start(t *testing.T, streams fakeStreams) *env {
+	t.Helper()
+	e := &env{store: xds.NewStore(), watcher: &fakeWatcher{}, reg: prometheus.NewRegistry()}
+	e.store.RegisterType(xds.EndpointType)
+	srv, err := admin.New(admin.Config{
+		Store: e.store, Streams: streams, Watcher: e.watcher, Registry: e.reg,
+		BuildInfo: admin.BuildInfo{Version: "v1.2.3", Commit: "abc"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	})
+	e.url = "http://" + l.Addr().String()
+	return e
+}
+
+func get(t *testing.T, url string) (int, string, http.Header) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body), resp.Header
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	e := start(t, nil)
+	if code, body, _ := get(t, e.url+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	code, body, _ := get(t, e.url+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready") || !strings.Contains(body, "last API-server event: never") {
+		t.Errorf("/readyz before sync = %d %q", code, body)
+	}
+
+	now := time.Now()
+	e.watcher.mu.Lock()
+	e.watcher.synced, e.watcher.lastEvent, e.watcher.lastOK = true, now.Add(-3*time.Second), now
+	e.watcher.mu.Unlock()
+	// The watcher marks the store synced before it reports Synced.
+	e.store.MarkSynced()
+	code, body, _ = get(t, e.url+"/readyz")
+	if code != 200 || !strings.HasPrefix(body, "ready: EndpointSlices synced") || !strings.Contains(body, "API server: reachable") {
+		t.Errorf("/readyz after sync = %d %q", code, body)
+	}
+
+	// An API-server outage keeps the replica ready, and says so.
+	e.watcher.mu.Lock()
+	e.watcher.err = errors.New("dial tcp 127.0.0.1:6443:\n connection refused")
+	e.watcher.mu.Unlock()
+	code, body, _ = get(t, e.url+"/readyz")
+	if code != 200 || !strings.Contains(body, "API server: unreachable (dial tcp 127.0.0.1:6443: connection refused)") ||
+		!strings.Contains(body, "still ready: the last known endpoints are served") {
+		t.Errorf("/readyz during outage = %d %q", code, body)
+	}
+}
+
+func TestDebugResources(t *testing.T) {
+	e := start(t, nil)
+	observed := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cla := &endpointv3.ClusterLoadAssignment{
+		ClusterName: "shop/cart/http",
+		Endpoints: []*endpointv3.LocalityLbEndpoints{
+			{Priority: 0, Locality: &corev3.Locality{Zone: "a"}, LbEndpoints: []*endpointv3.LbEndpoint{
+				endpoint("10.0.0.1", corev3.HealthStatus_HEALTHY), endpoint("10.0.0.2", corev3.HealthStatus_UNHEALTHY)}},
+			{Priority: 0, Locality: &corev3.Locality{Zone: "b"}, LbEndpoints: []*endpointv3.LbEndpoint{
+				endpoint("10.0.1.1", corev3.HealthStatus_HEALTHY)}},
+			{Priority: 1, Locality: &corev3.Locality{Zone: "a"}, LbEndpoints: []*endpointv3.LbEndpoint{
+				endpoint("10.0.0.3", corev3.HealthStatus_HEALTHY)}},
+		},
+	}
+	if _, err := e.store.Apply(xds.EndpointType, []xds.Update{
+		{Name: "shop/cart/http", Message: cla, ObservedAt: observed},
+		{Name: "shop/empty", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "shop/empty"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.store.MarkSynced()
+
+	code, body, hdr := get(t, e.url+"/debug/resources")
+	if code != 200 || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("/debug/resources = %d %s %q", code, hdr.Get("Content-Type"), body)
+	}
+	var resp admin.ResourcesResponse
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.TypeURL != xds.EndpointType || !resp.Synced || resp.Count != 2 || len(resp.Resources) != 2 {
+		t.Fatalf("response = %+v", resp)
+	}
+	cart := resp.Resources[0]
+	want := e.store.Get(xds.EndpointType, "shop/cart/http")
+	if cart.Name != "shop/cart/http" || cart.Version != want.Version || cart.Bytes != want.WireSize ||
+		!cart.ObservedAt.Equal(observed) || cart.Endpoints != 4 || cart.Error != "" || cart.CLA != nil {
+		t.Errorf("cart = %+v", cart)
+	}
+	if len(cart.Priorities) != 2 ||
+		cart.Priorities[0].Priority != 0 || cart.Priorities[0].Localities != 2 || cart.Priorities[0].Endpoints != 3 ||
+		cart.Priorities[0].Health["HEALTHY"] != 2 || cart.Priorities[0].Health["UNHEALTHY"] != 1 ||
+		cart.Priorities[1].Priority != 1 || cart.Priorities[1].Endpoints != 1 {
+		t.Errorf("cart priorities = %+v", cart.Priorities)
+	}
+	if empty := resp.Resources[1]; empty.Name != "shop/empty" || empty.Endpoints != 0 || empty.Priorities == nil {
+		t.Errorf("empty = %+v", empty)
+	}
+
+	code, body, _ = get(t, e.url+"/debug/resources?name=shop/cart/http")
+	if err := json.Unmarshal([]byte(body), &resp); err != nil || code != 200 || resp.Count != 1 {
+		t.Fatalf("?name= : %d %v %q", code, err, body)
+	}
+	var full struct {
+		ClusterName string            `json:"clusterName"`
+		Endpoints   []json.RawMessage `json:"endpoints"`
+	}
+	if err := json.Unmarshal(resp.Resources[0].CLA, &full); err != nil || full.ClusterName != "shop/cart/http" || len(full.Endpoints) != 3 {
+		t.Errorf("full CLA = %s (%v)", resp.Resources[0].CLA, err)
+	}
+	if code, _, _ := get(t, e.url+"/debug/resources?name=nope"); code != http.StatusNotFound {
+		t.Errorf("unknown name: %d", code)
+	}
+}
+
+func TestDebugStreams(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	e := start(t, fakeStreams{{NodeID: "envoy-1", Peer: "10.0.0.9:5555", ConnectedAt: at, Subscriptions: 3, Pending: 1,
+		Responses: 7, LastACK: at, LastNACK: at, LastNACKError: "bad"}})
+	code, body, _ := get(t, e.url+"/debug/streams")
+	var resp struct {
+		Count   int              `json:"count"`
+		Streams []map[string]any `json:"streams"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil || code != 200 {
+		t.Fatalf("/debug/streams = %d %v %q", code, err, body)
+	}
+	if resp.Count != 1 || resp.Streams[0]["node_id"] != "envoy-1" || resp.Streams[0]["peer"] != "10.0.0.9:5555" ||
+		resp.Streams[0]["subscriptions"] != 3.0 || resp.Streams[0]["pending"] != 1.0 ||
+		resp.Streams[0]["last_nack_error"] != "bad" || resp.Streams[0]["last_ack"] == nil {
+		t.Errorf("streams = %+v", resp)
+	}
+
+	e = start(t, nil)
+	if _, body, _ := get(t, e.url+"/debug/streams"); !strings.Contains(body, `"streams": []`) {
+		t.Errorf("no streams: %q", body)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := start(t, nil)
+	delta.NewMetrics(e.reg)
+	sub := e.store.Subscribe(xds.EndpointType, make(chan struct{}, 1), 0)
+	defer sub.Close()
+	if err := sub.Update(xds.Change{Subscribe: []string{"a/b", "c/d"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Apply(xds.EndpointType, []xds.Update{{Name: "a/b", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "a/b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.watcher.mu.Lock()
+	e.watcher.lastEvent = time.Now().Add(-time.Minute)
+	e.watcher.lastOK = time.Now()
+	e.watcher.mu.Unlock()
+
+	code, body, _ := get(t, e.url+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	typeLabel := `{type_url="` + xds.EndpointType + `"}`
+	for _, want := range []string{
+		"deltaeds_subscriptions" + typeLabel + " 1",
+		"deltaeds_subscribed_names" + typeLabel + " 2",
+		"deltaeds_store_resources" + typeLabel + " 1",
+		"deltaeds_store_synced 0",
+		"deltaeds_apiserver_up 1",
+		"deltaeds_apiserver_last_event_age_seconds 60.",
+		"deltaeds_apiserver_last_contact_age_seconds 0.",
+		`deltaeds_build_info{commit="abc",go_version="go`,
+		"deltaeds_xds_streams 0",
+		"go_goroutines ",
+		"process_start_time_seconds ",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(body)
+	}
+}
+
+func TestPprofAndIndex(t *testing.T) {
+	e := start(t, nil)
+	if code, body, _ := get(t, e.url+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ = %d", code)
+	}
+	if code, body, _ := get(t, e.url+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("/debug/pprof/goroutine = %d", code)
+	}
+	if code, body, _ := get(t, e.url+"/"); code != 200 || !strings.Contains(body, "/debug/resources") {
+		t.Errorf("/ = %d %q", code, body)
+	}
+	if code, _, _ := get(t, e.url+"/nope"); code != http.StatusNotFound {
+		t.Errorf("/nope = %d", code)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	if _, err := admin.New(admin.Config{}); err == nil {
+		t.Error("empty config accepted")
+	}
+	reg := prometheus.NewRegistry()
+	cfg := admin.Config{Store: xds.NewStore(), Streams: fakeStreams{}, Watcher: &fakeWatcher{}, Registry: reg}
+	if _, err := admin.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// A second server on the same registry would export duplicates.
+	if _, err := admin.New(cfg); err == nil || !strings.Contains(err.Error(), "register metrics") {
+		t.Errorf("second registration: %v", err)
+	}
+}

@@ -1,0 +1,29 @@
+// Package admin owns deltaeds' operations HTTP server, the one an operator,
+// a kubelet and Prometheus talk to:
+//
+//   - /healthz: the process is alive (always 200 while it serves HTTP);
+//   - /readyz: 200 once the first EndpointSlice list has been translated and
+//     the store opened, 503 before. It stays 200 during an API-server outage,
+//     because serving the last known endpoints is right then, and its body
+//     says so, with the age of the last API-server event and contact;
+//   - /metrics: the Prometheus registry it is given, to which it adds the Go
+//     and process collectors, the build info, and gauges read at scrape time
+//     from the store, the xDS server and the watcher (subscriptions, names
+//     subscribed, resources in the store, the synced gate, API-server watch
+//     health);
+//   - /debug/pprof/: the Go profiler;
+//   - /debug/resources: every stored CLA with its version, size and endpoint
+//     counts per priority (?name=NAME adds the whole CLA);
+//   - /debug/streams: every Delta xDS stream as the xDS server describes it.
+//
+// It reads its sources through small interfaces (Store, Streams, Watcher),
+// so it depends on their data types, never on how they are built or run.
+//
+// # What it must never do
+//
+// Change anything it reports on: it never writes to the store, never touches
+// a stream, never blocks the xDS path beyond the read locks List and Streams
+// take. Its readiness must not depend on the API server being up. And it must
+// never be imported by the xds, translate, watch or delta packages: it sits
+// on top of them, wired by main.
+package admin
