@@ -30,10 +30,29 @@ testbin:
 clean-testbin:
 	rm -rf .testbin
 
-test: testbin fmt-check vet unit
+test: testbin fmt-check vet unit bench-smoke
+
+# Micro-benchmarks of the store and the Delta server (go test -bench).
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./xds/ ./delta/
+
+# Side by side: deltaeds vs go-control-plane's LinearCache and SnapshotCache vs the wire limit
+# (issue 6), each server a child process on loopback driven by the envoysim fleet. `make bench`
+# runs the short profile (a few minutes on 2 cores) and writes bench/results/<timestamp>.json
+# and .png; BENCH_FLAGS=-profile=full for the issue's full scale, -cpuprofile=DIR for pprof.
+BENCH_BIN   := bin/edsbench
+BENCH_FLAGS ?=
+
+.PHONY: bench-micro bench-smoke
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./xds/ ./delta/
+	$(GO) build -trimpath -o $(BENCH_BIN) ./bench/cmd/edsbench
+	$(BENCH_BIN) -profile=short $(BENCH_FLAGS)
+
+# Compiles the harness and runs the tiny profile (seconds), so it never rots.
+bench-smoke:
+	$(GO) build -trimpath -o $(BENCH_BIN) ./bench/cmd/edsbench
+	$(BENCH_BIN) -profile=tiny -q -results=bin/bench-smoke
 
 clean:
 	rm -rf bin

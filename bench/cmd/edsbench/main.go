@@ -1,0 +1,82 @@
+// Command edsbench runs deltaeds, go-control-plane's LinearCache and
+// SnapshotCache, and the wire limit side by side under the same fleet of
+// simulated Envoys and the same workloads, and prints how they compare.
+//
+//	edsbench                       # the short profile (make bench)
+//	edsbench -profile=full         # the full scale
+//	edsbench -workloads=fleet -servers=deltaeds,linear -scale=0.5
+//	edsbench -cpuprofile=bin/prof  # pprof of every child's change phase
+//
+// Run with -serve=<kind> it is instead one server child, driven on its
+// standard input by the parent (see package bench/control).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/deltaeds/deltaeds/bench"
+	"github.com/deltaeds/deltaeds/bench/servers"
+)
+
+func main() {
+	if len(os.Args) > 1 && strings.HasPrefix(strings.TrimLeft(os.Args[1], "-"), "serve") {
+		os.Exit(servers.ChildMain(os.Args[1:]))
+	}
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		cfg              bench.Config
+		workloads, servs string
+		seed             uint64
+		syncT, drainT    time.Duration
+		quiet            bool
+	)
+	flag.StringVar(&cfg.Profile, "profile", "short", "scale profile: tiny, short or full")
+	flag.Float64Var(&cfg.Scale, "scale", 0, "run every workload at this scale of the issue's sizes (overrides -profile's scales)")
+	flag.Float64Var(&cfg.RateFactor, "rate-factor", 0, "multiply every workload's change rate (overrides -profile's)")
+	flag.StringVar(&workloads, "workloads", "", "comma-separated workloads (default all: "+strings.Join(bench.WorkloadNames(), ",")+")")
+	flag.StringVar(&servs, "servers", "", "comma-separated servers (default all: deltaeds,linear,snapshot,wire)")
+	flag.Uint64Var(&seed, "seed", 1, "seed of the workloads' random choices")
+	flag.StringVar(&cfg.ResultsDir, "results", "bench/results", "directory for <timestamp>.json and .png; empty writes none")
+	flag.StringVar(&cfg.CPUProfileDir, "cpuprofile", "", "directory for a CPU profile of every child's change phase")
+	flag.DurationVar(&syncT, "sync-timeout", 3*time.Minute, "bound on initial sync and reconnect")
+	flag.DurationVar(&drainT, "drain-timeout", 3*time.Minute, "bound on waiting for the last change to reach every subscriber")
+	flag.BoolVar(&cfg.Verbose, "v", false, "copy the children's logs to standard error")
+	flag.BoolVar(&quiet, "q", false, "no progress lines")
+	flag.Parse()
+
+	cmd, err := bench.SelfCommand()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edsbench:", err)
+		return 1
+	}
+	cfg.Command = cmd
+	cfg.Seed = seed
+	cfg.SyncTimeout, cfg.DrainTimeout = syncT, drainT
+	if workloads != "" {
+		cfg.Workloads = strings.Split(workloads, ",")
+	}
+	if servs != "" {
+		cfg.Servers = strings.Split(servs, ",")
+	}
+	cfg.Out = os.Stdout
+	if !quiet {
+		cfg.Log = os.Stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := bench.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "edsbench:", err)
+		return 1
+	}
+	return 0
+}

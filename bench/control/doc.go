@@ -1,0 +1,36 @@
+// Package control owns what the benchmark parent and a server child say to
+// each other, and the one way both turn a workload step into a
+// ClusterLoadAssignment.
+//
+// # The control channel
+//
+// A child (a server under test, see package servers) reads line commands on
+// its standard input and answers on its standard output, one line per
+// answered command:
+//
+//	set <change-id> <name> <ip:port>,<ip:port>,...   (no answer)
+//	serve                                            -> ready <host:port>
+//	stats                                            -> stats <JSON of Stats>
+//	profile                                          -> ok
+//	quit                                             (the child exits)
+//
+// Before serve, set lines accumulate into the initial state, which the child
+// loads in one batch through its server's own API before it opens its
+// listener. After serve each set line is one change, applied at once, alone.
+// Commands are processed strictly in order, so the answer to stats also
+// tells the parent that every set before it has been applied.
+//
+// # The change marker
+//
+// Every CLA built by [BuildCLA] carries the id of the change that produced
+// it in its locality's filter metadata ([MarkerKey]). The marker is opaque to
+// every server and to Envoy; the parent reads it back with [ChangeID] on the
+// client side, which is how a delivered version is attributed to the change
+// that caused it whatever versioning scheme the server uses.
+//
+// # What it must never do
+//
+// Know about any server implementation, gRPC, or the fleet of clients. It is
+// pure data and parsing, shared by both ends, so that both sides of a run
+// agree byte for byte on what a change is.
+package control

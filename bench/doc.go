@@ -1,0 +1,37 @@
+// Package bench owns deltaeds' side-by-side benchmark (issue 6): it runs
+// each server under test (package servers) as a child process on loopback,
+// drives it with one fleet of the project's simulated Envoys (package
+// envoysim) and one workload, and reports how the anchors compare to
+// deltaeds.
+//
+// # A run
+//
+// For each workload and each server, in turn and never two at once:
+//
+//  1. a child is started (the same binary re-executed with -serve=<kind>),
+//     told the initial state over its control channel (package control) and
+//     loads it in one batch through its server's own API before listening;
+//  2. the fleet connects and subscribes; the initial sync time is until
+//     every client holds every name it wants;
+//  3. changes are sent at the workload's steady rate, each timestamped
+//     as it is sent; every CLA carries the id of the change that made it,
+//     so when a client applies a version the parent knows which change it
+//     delivered (or overtook). A change's latency ends when its last
+//     subscriber applied it; the server's CPU is the child's rusage over
+//     the change phase, and its peak RSS its VmHWM;
+//  4. for the reconnect workload the converged server is stopped instead,
+//     a new child is started with the same state on the same address, and
+//     the resources the reconnecting clients receive are counted.
+//
+// The parent checks what the clients saw: every change must reach every
+// subscriber and the fleet must record no protocol violation, or the run
+// is reported as failed rather than fast.
+//
+// # What it must never do
+//
+// Tune an anchor to lose, or give one server a different workload, fleet or
+// transport than another. Import the server packages into the parent: the
+// servers live only in the children, so that CPU and memory are the
+// server's alone. Write anywhere but the results directory and the
+// profile directory it is given, or talk to anything but loopback.
+package bench

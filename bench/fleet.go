@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/deltaeds/deltaeds/bench/control"
+	"github.com/deltaeds/deltaeds/envoysim"
+)
+
+// tracker attributes each applied CLA version to the change that produced
+// it (by the marker control.BuildCLA puts in every CLA) and records when the
+// last subscriber of a change applied it, or a later change of the same name.
+type tracker struct {
+	index       map[string]int32 // read-only after newTracker
+	subscribers []int32          // read-only after newTracker
+
+	armed atomic.Bool
+
+	mu      sync.Mutex // guards everything below
+	last    [][]uint32 // per client, per name: latest change id applied
+	pending [][]*pendingChange
+	sent    int
+	done    int
+	sealed  bool
+	lat     []time.Duration
+	allDone chan struct{}
+}
+
+type pendingChange struct {
+	id        uint32
+	at        time.Time
+	remaining int32
+}
+
+func newTracker(g *gen) *tracker {
+	t := &tracker{
+		index:       make(map[string]int32, len(g.names)),
+		subscribers: g.subscribers,
+		last:        make([][]uint32, len(g.subs)),
+		pending:     make([][]*pendingChange, len(g.names)),
+		allDone:     make(chan struct{}),
+	}
+	for i, n := range g.names {
+		t.index[n] = int32(i)
+	}
+	for i := range t.last {
+		t.last[i] = make([]uint32, len(g.names))
+	}
+	return t
+}
+
+// register records a change about to be sent.
+func (t *tracker) register(name int, id uint64, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sent++
+	t.pending[name] = append(t.pending[name], &pendingChange{id: uint32(id), at: at, remaining: t.subscribers[name]})
+}
+
+type applied struct {
+	name int32
+	id   uint32
+}
+
+// apply records that client applied the given versions at time at.
+func (t *tracker) apply(client int, items []applied, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, it := range items {
+		prev := t.last[client][it.name]
+		if it.id <= prev {
+			continue
+		}
+		t.last[client][it.name] = it.id
+		q := t.pending[it.name]
+		for _, p := range q {
+			if p.id > it.id {
+				break
+			}
+			if p.id > prev {
+				p.remaining--
+			}
+		}
+		// Changes complete in order: whoever applied a later change of a
+		// name also applied (or skipped past) every earlier one.
+		for len(q) > 0 && q[0].remaining <= 0 {
+			t.lat = append(t.lat, at.Sub(q[0].at))
+			t.done++
+			q[0] = nil
+			q = q[1:]
+		}
+		t.pending[it.name] = q
+	}
+	t.checkDoneLocked()
+}
+
+// seal says no more changes will be registered.
+func (t *tracker) seal() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sealed = true
+	t.checkDoneLocked()
+}
+
+func (t *tracker) checkDoneLocked() {
+	if t.sealed && t.done == t.sent {
+		select {
+		case <-t.allDone:
+		default:
+			close(t.allDone)
+		}
+	}
+}
+
+// result returns the number of changes sent and delivered, and the
+// latencies of those delivered.
+func (t *tracker) result() (sent, done int, lat []time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sent, t.done, append([]time.Duration(nil), t.lat...)
+}
+
+// fleet is the simulated Envoys of one run.
+type fleet struct {
+	g       *gen
+	clients []*envoysim.Client
+	tr      *tracker
+}
+
+// maxRecvMsgSize lifts gRPC-Go's 4 MiB default: Envoy has no such limit by
+// default, and a go-control-plane server sends a whole wildcard state in one
+// response.
+const maxRecvMsgSize = 1 << 30
+
+func startFleet(ctx context.Context, addr string, g *gen) (*fleet, error) {
+	f := &fleet{g: g, clients: make([]*envoysim.Client, len(g.subs)), tr: newTracker(g)}
+	for i := range f.clients {
+		i := i
+		f.clients[i] = envoysim.New(envoysim.Config{
+			Target:      addr,
+			NodeID:      fmt.Sprintf("envoy-%04d", i),
+			Cluster:     "bench",
+			Wildcard:    g.subs[i] == nil,
+			DialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize))},
+			OnApply:     func(a envoysim.Applied) { f.onApply(i, a) },
+		})
+		f.clients[i].Subscribe(g.subscribedNames(i)...)
+	}
+	for i, c := range f.clients {
+		if err := c.Start(ctx); err != nil {
+			f.close()
+			return nil, fmt.Errorf("start client %d: %w", i, err)
+		}
+	}
+	return f, nil
+}
+
+func (f *fleet) onApply(client int, a envoysim.Applied) {
+	if !f.tr.armed.Load() || len(a.Updated) == 0 {
+		return
+	}
+	c := f.clients[client]
+	items := make([]applied, 0, len(a.Updated))
+	for _, u := range a.Updated {
+		// OnApply runs on the client's receive goroutine, the only one that
+		// changes what it holds: Get returns exactly what was just applied.
+		h, ok := c.Get(u.Name)
+		if !ok {
+			continue
+		}
+		id, ok := control.ChangeID(h.CLA)
+		idx, known := f.tr.index[u.Name]
+		if !ok || !known {
+			continue
+		}
+		items = append(items, applied{name: idx, id: uint32(id)})
+	}
+	f.tr.apply(client, items, a.ReceivedAt)
+}
+
+// waitSynced waits until every client holds everything it wants.
+func (f *fleet) waitSynced(ctx context.Context) error {
+	errs := make(chan error, len(f.clients))
+	for i, c := range f.clients {
+		want := f.g.expected(i)
+		go func() {
+			errs <- c.WaitFor(ctx, func(s envoysim.State) bool { return s.Len() >= want })
+		}()
+	}
+	var all []error
+	for range f.clients {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	if len(all) > 0 {
+		return fmt.Errorf("fleet sync: %d of %d clients not synced: %w", len(all), len(f.clients), all[0])
+	}
+	return nil
+}
+
+// fleetStats sums the clients' counters.
+type fleetStats struct {
+	Responses, Resources, Bytes, Requests, Streams uint64
+	Violations                                     int
+	Samples                                        []string
+	perClientStreams                               []uint64
+}
+
+func (f *fleet) stats() fleetStats {
+	var s fleetStats
+	s.perClientStreams = make([]uint64, len(f.clients))
+	for i, c := range f.clients {
+		st := c.Stats()
+		s.Responses += st.Responses
+		s.Resources += st.Resources
+		s.Bytes += st.Bytes
+		s.Requests += st.Requests
+		s.Streams += st.Streams
+		s.perClientStreams[i] = st.Streams
+		s.Violations += len(st.Violations)
+		for _, v := range st.Violations {
+			if len(s.Samples) < 5 {
+				s.Samples = append(s.Samples, fmt.Sprintf("envoy-%04d: %s", i, v))
+			}
+		}
+	}
+	return s
+}
+
+// waitReconnected waits until every client opened a stream beyond before,
+// then until the fleet has been quiet (no response, no request) for quiet.
+func (f *fleet) waitReconnected(ctx context.Context, before fleetStats, quiet time.Duration) (reconnected time.Time, err error) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s := f.stats()
+		all := true
+		for i, n := range s.perClientStreams {
+			if n <= before.perClientStreams[i] {
+				all = false
+				break
+			}
+		}
+		if all {
+			reconnected = time.Now()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("fleet reconnect: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+	last, since := f.stats(), time.Now()
+	for time.Since(since) < quiet {
+		select {
+		case <-ctx.Done():
+			return reconnected, fmt.Errorf("fleet reconnect: waiting for quiet: %w", ctx.Err())
+		case <-time.After(quiet / 10):
+		}
+		s := f.stats()
+		if s.Responses != last.Responses || s.Requests != last.Requests {
+			last, since = s, time.Now()
+		}
+	}
+	return reconnected, nil
+}
+
+// close stops every client and waits for them.
+func (f *fleet) close() {
+	var wg sync.WaitGroup
+	for _, c := range f.clients {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Close()
+		}()
+	}
+	wg.Wait()
+}
+
+var errIncomplete = errors.New("not every change reached every subscriber in time")

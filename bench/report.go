@@ -1,0 +1,301 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/deltaeds/deltaeds/bench/control"
+)
+
+// Machine describes where a report was measured.
+type Machine struct {
+	CPUs       int     `json:"cpus"`
+	CPUModel   string  `json:"cpu_model"`
+	CPUMHz     float64 `json:"cpu_mhz,omitempty"`
+	MemoryGiB  float64 `json:"memory_gib"`
+	Kernel     string  `json:"kernel,omitempty"`
+	GoVersion  string  `json:"go_version"`
+	GOMAXPROCS int     `json:"gomaxprocs"`
+	Platform   string  `json:"platform"`
+}
+
+// ReadMachine reads the machine's facts from /proc and the Go runtime.
+func ReadMachine() Machine {
+	m := Machine{
+		CPUs:       runtime.NumCPU(),
+		GoVersion:  runtime.Version(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		Platform:   runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			k, v, ok := strings.Cut(sc.Text(), ":")
+			if !ok {
+				continue
+			}
+			switch strings.TrimSpace(k) {
+			case "model name":
+				if m.CPUModel == "" {
+					m.CPUModel = strings.TrimSpace(v)
+				}
+			case "cpu MHz":
+				if m.CPUMHz == 0 {
+					m.CPUMHz, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+				}
+			}
+		}
+		_ = f.Close()
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				if f := strings.Fields(rest); len(f) > 0 {
+					kib, _ := strconv.ParseFloat(f[0], 64)
+					m.MemoryGiB = math.Round(kib/(1<<20)*10) / 10
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+func (m Machine) String() string {
+	model := m.CPUModel
+	if model == "" {
+		model = "unknown CPU"
+	}
+	if m.CPUMHz > 0 {
+		model += fmt.Sprintf(" @ %.0f MHz", m.CPUMHz)
+	}
+	return fmt.Sprintf("machine: %d CPUs (%s), %.1f GiB, Linux %s, %s %s, GOMAXPROCS=%d",
+		m.CPUs, model, m.MemoryGiB, m.Kernel, m.GoVersion, m.Platform, m.GOMAXPROCS)
+}
+
+// resultOf returns the result of server in wr, or nil.
+func (wr WorkloadReport) resultOf(server string) *Result {
+	for i := range wr.Results {
+		if wr.Results[i].Server == server && wr.Results[i].Error == "" {
+			return &wr.Results[i]
+		}
+	}
+	return nil
+}
+
+// ratio formats a/b, the anchor's figure over deltaeds'.
+func ratio(a, b float64) string {
+	switch {
+	case b == 0 && a == 0:
+		return "="
+	case b == 0:
+		return "inf"
+	}
+	r := a / b
+	switch {
+	case r >= 100:
+		return fmt.Sprintf("%.0fx", r)
+	case r >= 10:
+		return fmt.Sprintf("%.1fx", r)
+	}
+	return fmt.Sprintf("%.2fx", r)
+}
+
+func mb(b uint64) string { return fmt.Sprintf("%.2f", float64(b)/1e6) }
+
+func printWorkload(out io.Writer, wr WorkloadReport) {
+	w := wr.Workload
+	fmt.Fprintf(out, "== %s (%s)\n", w.Name, w.Describe())
+	base := wr.resultOf(control.KindDeltaEDS)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if w.Restart {
+		fmt.Fprintln(tw, "server\tresent\treconnect s\tcpu s\tMB sent\tpeak RSS MB\tx\tsync s\tviolations\t")
+	} else {
+		fmt.Fprintln(tw, "server\tcpu s/1k chg\tx\tp50 ms\tp99 ms\tx\tmax ms\tMB sent\tres sent\tpeak RSS MB\tx\tsync s\tviolations\t")
+	}
+	var errs []string
+	for _, r := range wr.Results {
+		if r.Error != "" {
+			errs = append(errs, fmt.Sprintf("   %s: FAILED: %s", r.Server, firstLine(r.Error)))
+			if r.Latency == nil && r.Resent == nil {
+				continue
+			}
+		}
+		rss := "-"
+		if base != nil {
+			rss = ratio(float64(r.PeakRSSBytes), float64(base.PeakRSSBytes))
+		}
+		if w.Restart {
+			resent := "-"
+			if r.Resent != nil {
+				resent = strconv.FormatUint(*r.Resent, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\t%.2f\t%d\t\n", r.Server, resent, r.ReconnectSeconds, r.ReconnectCPU,
+				mb(r.ReconnectBytes), mb(r.PeakRSSBytes), rss, r.SyncSeconds, r.Violations)
+			continue
+		}
+		cpuX, p99X := "-", "-"
+		p50, p99, pmax := math.NaN(), math.NaN(), math.NaN()
+		if r.Latency != nil {
+			p50, p99, pmax = r.Latency.P50, r.Latency.P99, r.Latency.Max
+		}
+		if base != nil {
+			cpuX = ratio(r.CPUPer1kChanges, base.CPUPer1kChanges)
+			if r.Latency != nil && base.Latency != nil {
+				p99X = ratio(p99, base.Latency.P99)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%.1f\t%.1f\t%s\t%.1f\t%s\t%d\t%s\t%s\t%.2f\t%d\t\n", r.Server, r.CPUPer1kChanges, cpuX,
+			p50, p99, p99X, pmax, mb(r.BytesChanges), r.ResourcesChanges, mb(r.PeakRSSBytes), rss, r.SyncSeconds, r.Violations)
+	}
+	_ = tw.Flush()
+	for _, e := range errs {
+		fmt.Fprintln(out, e)
+	}
+	fmt.Fprintln(out, "   (x: the server's figure over deltaeds'; cpu over the change phase, from the child's rusage; latency from a change sent to its last subscriber applying it)")
+	fmt.Fprintln(out)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// Target is one of the issue's targets checked against one run.
+type Target struct {
+	Workload string `json:"workload"`
+	Name     string `json:"name"`
+	Want     string `json:"want"`
+	Got      string `json:"got"`
+	// Status is PASS, MISS or SKIP (a figure is missing).
+	Status string `json:"status"`
+}
+
+func check(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+// evaluateTargets checks the issue's targets: CPU per change against
+// LinearCache (fleet), SnapshotCache (contour-8k) and the wire limit; p99
+// against LinearCache and the wire limit; nothing resent on reconnect; peak
+// RSS against LinearCache.
+func evaluateTargets(rep *Report) []Target {
+	var out []Target
+	add := func(w, name, want string, got func() (string, bool, bool)) {
+		t := Target{Workload: w, Name: name, Want: want, Status: "SKIP"}
+		if g, ok, have := got(); have {
+			t.Got, t.Status = g, check(ok)
+		}
+		out = append(out, t)
+	}
+	for _, wr := range rep.Workloads {
+		w := wr.Workload.Name
+		d := wr.resultOf(control.KindDeltaEDS)
+		lin := wr.resultOf(control.KindLinear)
+		snap := wr.resultOf(control.KindSnapshot)
+		wire := wr.resultOf(control.KindWire)
+		if wr.Workload.Restart {
+			add(w, "resources resent on reconnect (nothing changed)", "0", func() (string, bool, bool) {
+				if d == nil || d.Resent == nil {
+					return "", false, false
+				}
+				return strconv.FormatUint(*d.Resent, 10), *d.Resent == 0, true
+			})
+		} else {
+			cpuVs := func(a *Result) (float64, bool) {
+				if d == nil || a == nil || d.CPUPer1kChanges == 0 {
+					return 0, false
+				}
+				return a.CPUPer1kChanges / d.CPUPer1kChanges, true
+			}
+			if w == "fleet" {
+				add(w, "cpu/change vs linear", "linear/deltaeds >= 5", func() (string, bool, bool) {
+					r, ok := cpuVs(lin)
+					return fmt.Sprintf("%.2f", r), r >= 5, ok
+				})
+			}
+			if w == "contour-8k" {
+				add(w, "cpu/change vs snapshot", "snapshot/deltaeds >= 50", func() (string, bool, bool) {
+					r, ok := cpuVs(snap)
+					return fmt.Sprintf("%.1f", r), r >= 50, ok
+				})
+			}
+			add(w, "cpu/change vs wire", "deltaeds/wire <= 1.5", func() (string, bool, bool) {
+				r, ok := cpuVs(wire)
+				return fmt.Sprintf("%.2f", 1/r), 1/r <= 1.5, ok && r > 0
+			})
+			p99 := func(a *Result) (float64, bool) {
+				if d == nil || a == nil || d.Latency == nil || a.Latency == nil {
+					return 0, false
+				}
+				return d.Latency.P99 / a.Latency.P99, true
+			}
+			add(w, "p99 vs linear", "deltaeds/linear <= 1", func() (string, bool, bool) {
+				r, ok := p99(lin)
+				return fmt.Sprintf("%.2f", r), r <= 1, ok
+			})
+			add(w, "p99 vs wire", "deltaeds/wire <= 1.5", func() (string, bool, bool) {
+				r, ok := p99(wire)
+				return fmt.Sprintf("%.2f", r), r <= 1.5, ok
+			})
+		}
+		add(w, "peak RSS vs linear", "deltaeds/linear <= 0.5", func() (string, bool, bool) {
+			if d == nil || lin == nil || lin.PeakRSSBytes == 0 {
+				return "", false, false
+			}
+			r := float64(d.PeakRSSBytes) / float64(lin.PeakRSSBytes)
+			return fmt.Sprintf("%.2f", r), r <= 0.5, true
+		})
+	}
+	return out
+}
+
+func printTargets(out io.Writer, ts []Target) {
+	fmt.Fprintln(out, "== targets (issue 6)")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\ttarget\twant\tgot\t")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Workload, t.Name, t.Want, t.Got, t.Status)
+	}
+	_ = tw.Flush()
+}
+
+// write stores the report as <dir>/<timestamp>.json and its latency plot as
+// <dir>/<timestamp>.png.
+func (rep *Report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	stamp := rep.Started.UTC().Format("20060102T150405Z")
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	jsonPath := filepath.Join(dir, stamp+".json")
+	if err := os.WriteFile(jsonPath, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	pngPath := filepath.Join(dir, stamp+".png")
+	if err := writePlot(rep, pngPath); err != nil {
+		return err
+	}
+	rep.JSONPath, rep.PNGPath = jsonPath, pngPath
+	return nil
+}

@@ -1,0 +1,445 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/deltaeds/deltaeds/bench/control"
+)
+
+// Config configures Run. Only Command is required.
+type Config struct {
+	// Profile names the scale factors (see Profiles); default "short".
+	Profile string
+	// Scale, when positive, runs every workload at this scale instead.
+	Scale float64
+	// RateFactor, when positive, replaces the profile's rate factor.
+	RateFactor float64
+	// Workloads and Servers select what runs; empty means all, in the
+	// standard order.
+	Workloads []string
+	Servers   []string
+	// Seed makes the workloads' random choices; every server of one
+	// workload sees the same changes.
+	Seed uint64
+	// ResultsDir receives <timestamp>.json and <timestamp>.png; empty
+	// writes nothing.
+	ResultsDir string
+	// CPUProfileDir, if set, receives a CPU profile of every child over its
+	// change (or reconnect) phase: <workload>-<server>.pprof.
+	CPUProfileDir string
+	// Command starts a child; see SelfCommand.
+	Command ChildCommand
+	// Out receives the tables; Log the progress (and, with Verbose, the
+	// children's standard error). Nil means io.Discard.
+	Out, Log io.Writer
+	Verbose  bool
+	// SyncTimeout bounds the initial sync and a reconnect; DrainTimeout
+	// bounds the wait for the last change to reach every subscriber.
+	SyncTimeout, DrainTimeout time.Duration
+}
+
+// Report is everything one Run measured.
+type Report struct {
+	Started   time.Time        `json:"started"`
+	Seconds   float64          `json:"seconds"`
+	Profile   string           `json:"profile"`
+	Machine   Machine          `json:"machine"`
+	Workloads []WorkloadReport `json:"workloads"`
+	Targets   []Target         `json:"targets"`
+	// JSONPath and PNGPath are where the report was written, if it was.
+	JSONPath string `json:"-"`
+	PNGPath  string `json:"-"`
+}
+
+// WorkloadReport holds one workload's results, one per server.
+type WorkloadReport struct {
+	Workload Workload `json:"workload"`
+	Results  []Result `json:"results"`
+}
+
+// Result is one server's figures on one workload.
+type Result struct {
+	Server string `json:"server"`
+	Error  string `json:"error,omitempty"`
+
+	// Change phase: from the first change sent until every subscriber had
+	// applied the last one.
+	Changes          int          `json:"changes,omitempty"`
+	Delivered        int          `json:"delivered,omitempty"`
+	ChangeSeconds    float64      `json:"change_seconds,omitempty"`
+	CPUSeconds       float64      `json:"cpu_seconds"`
+	CPUPer1kChanges  float64      `json:"cpu_seconds_per_1k_changes,omitempty"`
+	Latency          *Percentiles `json:"latency_ms,omitempty"`
+	CDF              []CDFPoint   `json:"latency_cdf,omitempty"`
+	BytesChanges     uint64       `json:"bytes_changes,omitempty"`
+	ResourcesChanges uint64       `json:"resources_changes,omitempty"`
+
+	// Initial sync: from starting the fleet until every client held every
+	// name it wants.
+	SyncSeconds    float64 `json:"sync_seconds"`
+	SyncCPUSeconds float64 `json:"sync_cpu_seconds"`
+	BytesSync      uint64  `json:"bytes_sync"`
+
+	// Reconnect workload: the restarted server, from ready until every
+	// client reconnected and the fleet went quiet.
+	Resent           *uint64 `json:"resources_resent_on_reconnect,omitempty"`
+	ReconnectSeconds float64 `json:"reconnect_seconds,omitempty"`
+	ReconnectCPU     float64 `json:"reconnect_cpu_seconds,omitempty"`
+	ReconnectBytes   uint64  `json:"reconnect_bytes,omitempty"`
+
+	PeakRSSBytes     uint64   `json:"peak_rss_bytes"`
+	Violations       int      `json:"violations"`
+	ViolationSamples []string `json:"violation_samples,omitempty"`
+}
+
+// Percentiles of change-to-all-subscribers latency, in milliseconds.
+type Percentiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// CDFPoint is one point of a latency distribution.
+type CDFPoint struct {
+	Ms       float64 `json:"ms"`
+	Fraction float64 `json:"fraction"`
+}
+
+// Run runs the selected workloads against the selected servers, one child
+// at a time, prints a table per workload and the targets, and writes the
+// report when ResultsDir is set.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Command == nil {
+		return nil, errors.New("bench: Config.Command is required")
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = "short"
+	}
+	prof, ok := Profiles[cfg.Profile]
+	if !ok {
+		return nil, fmt.Errorf("bench: unknown profile %q (want tiny, short or full)", cfg.Profile)
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = 3 * time.Minute
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 3 * time.Minute
+	}
+	if len(cfg.Workloads) == 0 {
+		cfg.Workloads = WorkloadNames()
+	}
+	if len(cfg.Servers) == 0 {
+		cfg.Servers = control.Kinds
+	}
+	for _, k := range cfg.Servers {
+		if !slices.Contains(control.Kinds, k) {
+			return nil, fmt.Errorf("bench: unknown server %q (want one of %v)", k, control.Kinds)
+		}
+	}
+	rateFactor := prof.RateFactor
+	if cfg.RateFactor > 0 {
+		rateFactor = cfg.RateFactor
+	}
+	var workloads []Workload
+	for _, name := range cfg.Workloads {
+		scale := prof.Default
+		if s, ok := prof.Scales[name]; ok {
+			scale = s
+		}
+		if cfg.Scale > 0 {
+			scale = cfg.Scale
+		}
+		w, err := ScaledWorkload(name, scale, rateFactor)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		workloads = append(workloads, w)
+	}
+	if cfg.CPUProfileDir != "" {
+		if err := os.MkdirAll(cfg.CPUProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: cpu profile dir: %w", err)
+		}
+	}
+
+	rep := &Report{Started: time.Now(), Profile: cfg.Profile, Machine: ReadMachine()}
+	fmt.Fprintf(cfg.Out, "%s\n\n", rep.Machine)
+	var childLog io.Writer
+	if cfg.Verbose {
+		childLog = cfg.Log
+	}
+	for wi, w := range workloads {
+		wr := WorkloadReport{Workload: w}
+		for _, kind := range cfg.Servers {
+			fmt.Fprintf(cfg.Log, "bench: %s on %s (%s)\n", w.Name, kind, w.Describe())
+			r := &runner{cfg: cfg, w: w, kind: kind, seed: cfg.Seed + uint64(wi), childLog: childLog}
+			res, err := r.run(ctx)
+			res.Server = kind
+			if err != nil {
+				if ctx.Err() != nil {
+					return rep, fmt.Errorf("bench: %s on %s: %w", w.Name, kind, err)
+				}
+				res.Error = err.Error()
+				fmt.Fprintf(cfg.Log, "bench: %s on %s failed: %v\n", w.Name, kind, err)
+			}
+			wr.Results = append(wr.Results, res)
+		}
+		rep.Workloads = append(rep.Workloads, wr)
+		printWorkload(cfg.Out, wr)
+	}
+	rep.Targets = evaluateTargets(rep)
+	printTargets(cfg.Out, rep.Targets)
+	rep.Seconds = time.Since(rep.Started).Seconds()
+
+	if cfg.ResultsDir != "" {
+		if err := rep.write(cfg.ResultsDir); err != nil {
+			return rep, fmt.Errorf("bench: %w", err)
+		}
+		fmt.Fprintf(cfg.Out, "\nwrote %s and %s\n", rep.JSONPath, rep.PNGPath)
+	}
+	return rep, nil
+}
+
+// runner runs one workload on one server.
+type runner struct {
+	cfg      Config
+	w        Workload
+	kind     string
+	seed     uint64
+	childLog io.Writer
+}
+
+func (r *runner) profilePath(suffix string) string {
+	if r.cfg.CPUProfileDir == "" {
+		return ""
+	}
+	return filepath.Join(r.cfg.CPUProfileDir, fmt.Sprintf("%s-%s%s.pprof", r.w.Name, r.kind, suffix))
+}
+
+func (r *runner) run(ctx context.Context) (Result, error) {
+	var res Result
+	g := newGen(r.w, r.seed)
+	initial := g.initial()
+
+	profile := r.profilePath("")
+	if r.w.Restart {
+		profile = "" // the restarted child is profiled instead
+	}
+	ch, err := startChild(r.cfg.Command, r.kind, "127.0.0.1:0", profile, r.childLog)
+	if err != nil {
+		return res, err
+	}
+	defer ch.kill()
+	if err := ch.serve(ctx, initial, r.cfg.SyncTimeout); err != nil {
+		return res, err
+	}
+	s0, err := ch.stats(ctx, r.cfg.SyncTimeout)
+	if err != nil {
+		return res, err
+	}
+
+	f, err := startFleet(ctx, ch.addr, g)
+	if err != nil {
+		return res, err
+	}
+	defer f.close()
+	t0 := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
+	err = f.waitSynced(sctx)
+	cancel()
+	if err != nil {
+		return res, err
+	}
+	res.SyncSeconds = time.Since(t0).Seconds()
+	s1, err := ch.stats(ctx, r.cfg.SyncTimeout)
+	if err != nil {
+		return res, err
+	}
+	c1 := f.stats()
+	res.SyncCPUSeconds = s1.CPUSeconds() - s0.CPUSeconds()
+	res.BytesSync = c1.Bytes
+	res.PeakRSSBytes = s1.PeakRSSBytes
+
+	if r.w.Restart {
+		var restarted *child
+		restarted, err = r.restart(ctx, &res, ch, f, c1, initial)
+		if restarted != nil {
+			defer restarted.kill()
+			ch = restarted
+		}
+	} else {
+		err = r.changes(ctx, &res, ch, f, g, s1, c1)
+	}
+	end := f.stats()
+	res.Violations = end.Violations
+	res.ViolationSamples = end.Samples
+	if err != nil {
+		return res, err
+	}
+	// The fleet goes first, so the server's shutdown breaks no stream.
+	f.close()
+	if err := ch.quit(10 * time.Second); err != nil {
+		return res, err
+	}
+	if end.Violations > 0 {
+		return res, fmt.Errorf("%d protocol violations seen by the fleet, first: %s", end.Violations, end.Samples[0])
+	}
+	return res, nil
+}
+
+// changes sends the workload's changes at its rate and waits until every
+// subscriber has applied the last one.
+func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, g *gen, s1 control.Stats, c1 fleetStats) error {
+	if r.cfg.CPUProfileDir != "" {
+		if _, err := ch.request(ctx, control.CmdProfile, control.ReplyOK, r.cfg.SyncTimeout); err != nil {
+			return err
+		}
+		// Restart from the stats now that profiling has begun.
+		var err error
+		if s1, err = ch.stats(ctx, r.cfg.SyncTimeout); err != nil {
+			return err
+		}
+	}
+	f.tr.armed.Store(true)
+	interval := time.Duration(float64(time.Second) / r.w.Rate)
+	buf := make([]byte, 0, 4096)
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for i := range r.w.Changes {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		idx, id, line := g.next(buf)
+		buf = line
+		f.tr.register(idx, id, time.Now())
+		if err := ch.send(line); err != nil {
+			return err
+		}
+	}
+	f.tr.seal()
+	drain := time.NewTimer(r.cfg.DrainTimeout)
+	defer drain.Stop()
+	var incomplete error
+	select {
+	case <-f.tr.allDone:
+	case <-drain.C:
+		incomplete = errIncomplete
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	res.ChangeSeconds = time.Since(start).Seconds()
+	s2, err := ch.stats(ctx, r.cfg.DrainTimeout)
+	if err != nil {
+		return err
+	}
+	c2 := f.stats()
+	sent, done, lat := f.tr.result()
+	res.Changes, res.Delivered = sent, done
+	res.CPUSeconds = s2.CPUSeconds() - s1.CPUSeconds()
+	res.CPUPer1kChanges = res.CPUSeconds / float64(sent) * 1000
+	res.BytesChanges = c2.Bytes - c1.Bytes
+	res.ResourcesChanges = c2.Resources - c1.Resources
+	res.PeakRSSBytes = s2.PeakRSSBytes
+	res.Latency, res.CDF = summarize(lat)
+	if incomplete != nil {
+		return fmt.Errorf("%w: %d of %d delivered after %v", incomplete, done, sent, r.cfg.DrainTimeout)
+	}
+	return nil
+}
+
+// restart stops the converged server, starts a new one with the same state
+// on the same address, and counts what the reconnecting fleet is sent. It
+// returns the new child, which the caller must stop.
+func (r *runner) restart(ctx context.Context, res *Result, old *child, f *fleet, c1 fleetStats, initial [][]byte) (*child, error) {
+	if err := old.quit(10 * time.Second); err != nil {
+		return nil, fmt.Errorf("stop before restart: %w", err)
+	}
+	ch, err := startChild(r.cfg.Command, r.kind, old.addr, r.profilePath("-restarted"), r.childLog)
+	if err != nil {
+		return nil, err
+	}
+	return ch, r.reconnect(ctx, res, ch, f, c1, initial)
+}
+
+func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet, c1 fleetStats, initial [][]byte) error {
+	if err := ch.serve(ctx, initial, r.cfg.SyncTimeout); err != nil {
+		return err
+	}
+	ready := time.Now()
+	if r.cfg.CPUProfileDir != "" {
+		if _, err := ch.request(ctx, control.CmdProfile, control.ReplyOK, r.cfg.SyncTimeout); err != nil {
+			return err
+		}
+	}
+	s0, err := ch.stats(ctx, r.cfg.SyncTimeout)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
+	reconnected, err := f.waitReconnected(rctx, c1, time.Second)
+	cancel()
+	if err != nil {
+		return err
+	}
+	s1, err := ch.stats(ctx, r.cfg.SyncTimeout)
+	if err != nil {
+		return err
+	}
+	c2 := f.stats()
+	resent := c2.Resources - c1.Resources
+	res.Resent = &resent
+	res.ReconnectSeconds = reconnected.Sub(ready).Seconds()
+	res.ReconnectCPU = s1.CPUSeconds() - s0.CPUSeconds()
+	res.CPUSeconds = res.ReconnectCPU
+	res.ReconnectBytes = c2.Bytes - c1.Bytes
+	res.PeakRSSBytes = max(res.PeakRSSBytes, s1.PeakRSSBytes)
+	// Nothing changed: every client must still hold exactly what it held.
+	for i, c := range f.clients {
+		if got, want := len(c.Resources()), f.g.expected(i); got != want {
+			return fmt.Errorf("after reconnect envoy-%04d holds %d CLAs, want %d", i, got, want)
+		}
+	}
+	return nil
+}
+
+// summarize returns the percentiles of lat and its CDF at up to 200 points.
+func summarize(lat []time.Duration) (*Percentiles, []CDFPoint) {
+	if len(lat) == 0 {
+		return nil, nil
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	q := func(p float64) float64 {
+		i := int(p*float64(len(lat))+0.999999) - 1
+		return ms(lat[min(max(i, 0), len(lat)-1)])
+	}
+	p := &Percentiles{P50: q(0.50), P90: q(0.90), P99: q(0.99), Max: ms(lat[len(lat)-1])}
+	n := min(len(lat), 200)
+	cdf := make([]CDFPoint, 0, n)
+	for k := 1; k <= n; k++ {
+		i := k*len(lat)/n - 1
+		cdf = append(cdf, CDFPoint{Ms: ms(lat[i]), Fraction: float64(i+1) / float64(len(lat))})
+	}
+	return p, cdf
+}

@@ -1,0 +1,216 @@
+package servers
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/deltaeds/deltaeds/bench/control"
+)
+
+// ChildOptions configure RunChild.
+type ChildOptions struct {
+	// Kind is the server to run, one of control.Kinds.
+	Kind string
+	// Addr is the listen address; port 0 picks a free port, reported in the
+	// answer to serve.
+	Addr string
+	// CPUProfile, if set, is where a CPU profile is written: it covers the
+	// time from the profile command until quit (or the end of input).
+	CPUProfile string
+}
+
+// RunChild runs one server under the control protocol read from in, with
+// answers written to out, until quit, the end of in, or ctx is done.
+func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Writer) (err error) {
+	srv, err := New(ctx, opts.Kind)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(out)
+	reply := func(format string, args ...any) error {
+		fmt.Fprintf(w, format+"\n", args...)
+		if err := w.Flush(); err != nil {
+			return fmt.Errorf("child: write answer: %w", err)
+		}
+		return nil
+	}
+
+	var (
+		initial  []*endpointv3.ClusterLoadAssignment
+		serving  bool
+		applied  uint64
+		profFile *os.File
+	)
+	defer func() {
+		if profFile != nil {
+			pprof.StopCPUProfile()
+			if cerr := profFile.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("child: close cpu profile: %w", cerr)
+			}
+		}
+		if serving {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if serr := srv.Stop(sctx); serr != nil && err == nil {
+				err = serr
+			}
+		}
+	}()
+
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		if ctx.Err() != nil {
+			return nil
+		}
+		line := sc.Text()
+		cmd, args, _ := strings.Cut(line, " ")
+		switch cmd {
+		case control.CmdSet:
+			s, err := control.ParseSet(args)
+			if err != nil {
+				return fmt.Errorf("child: %w", err)
+			}
+			cla := control.BuildCLA(s)
+			if !serving {
+				initial = append(initial, cla)
+				continue
+			}
+			if err := srv.Set(cla); err != nil {
+				return err
+			}
+			applied++
+		case control.CmdServe:
+			if serving {
+				return errors.New("child: serve sent twice")
+			}
+			if err := srv.Load(initial); err != nil {
+				return err
+			}
+			initial = nil
+			lis, err := net.Listen("tcp", opts.Addr)
+			if err != nil {
+				return fmt.Errorf("child: listen on %s: %w", opts.Addr, err)
+			}
+			if err := srv.Serve(lis); err != nil {
+				return err
+			}
+			serving = true
+			if err := reply("%s %s", control.ReplyReady, lis.Addr()); err != nil {
+				return err
+			}
+		case control.CmdStats:
+			st := selfStats()
+			st.Applied = applied
+			b, err := json.Marshal(st)
+			if err != nil {
+				return fmt.Errorf("child: encode stats: %w", err)
+			}
+			if err := reply("%s %s", control.ReplyStats, b); err != nil {
+				return err
+			}
+		case control.CmdProfile:
+			if opts.CPUProfile != "" && profFile == nil {
+				f, err := os.Create(opts.CPUProfile)
+				if err != nil {
+					return fmt.Errorf("child: create cpu profile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					_ = f.Close()
+					return fmt.Errorf("child: start cpu profile: %w", err)
+				}
+				profFile = f
+			}
+			if err := reply("%s", control.ReplyOK); err != nil {
+				return err
+			}
+		case control.CmdQuit:
+			return nil
+		default:
+			return fmt.Errorf("child: unknown command %q", cmd)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("child: read commands: %w", err)
+	}
+	return nil
+}
+
+// selfStats reads this process's rusage and memory.
+func selfStats() control.Stats {
+	var st control.Stats
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		st.UserSeconds = float64(ru.Utime.Sec) + float64(ru.Utime.Usec)/1e6
+		st.SystemSeconds = float64(ru.Stime.Sec) + float64(ru.Stime.Usec)/1e6
+		st.PeakRSSBytes = uint64(ru.Maxrss) * 1024 // Linux reports KiB
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		if v, ok := statusKiB(b, "VmHWM:"); ok {
+			st.PeakRSSBytes = v * 1024
+		}
+		if v, ok := statusKiB(b, "VmRSS:"); ok {
+			st.RSSBytes = v * 1024
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st.HeapBytes = ms.HeapAlloc
+	st.Goroutines = runtime.NumGoroutine()
+	return st
+}
+
+// statusKiB reads a "Key:   123 kB" line of /proc/<pid>/status.
+func statusKiB(status []byte, key string) (uint64, bool) {
+	for line := range bytes.SplitSeq(status, []byte("\n")) {
+		rest, ok := bytes.CutPrefix(line, []byte(key))
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(rest))
+		if len(f) == 0 {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(f[0], 10, 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+// ChildMain runs a child from command-line arguments (-serve=<kind>,
+// -addr=host:port, -cpuprofile=file) on standard input and output until quit
+// or SIGTERM, and returns the process exit code.
+func ChildMain(args []string) int {
+	fs := flag.NewFlagSet("child", flag.ContinueOnError)
+	var opts ChildOptions
+	fs.StringVar(&opts.Kind, "serve", "", "server kind: "+strings.Join(control.Kinds, ", "))
+	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:0", "listen address")
+	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile from the profile command to exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := RunChild(ctx, opts, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "edsbench child %s: %v\n", opts.Kind, err)
+		return 1
+	}
+	return 0
+}

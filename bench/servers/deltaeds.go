@@ -1,0 +1,65 @@
+package servers
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/grpc"
+
+	"github.com/deltaeds/deltaeds/delta"
+	"github.com/deltaeds/deltaeds/xds"
+)
+
+// deltaEDS is deltaeds' own store and Delta server, with default options.
+type deltaEDS struct {
+	store *xds.Store
+	srv   *delta.Server
+	g     *grpc.Server
+}
+
+func newDeltaEDS() *deltaEDS {
+	store := xds.NewStore()
+	store.RegisterType(xds.EndpointType)
+	srv := delta.NewServer(store, delta.Options{})
+	g := grpc.NewServer(srv.GRPCServerOptions()...)
+	srv.Register(g)
+	return &deltaEDS{store: store, srv: srv, g: g}
+}
+
+func (d *deltaEDS) Load(clas []*endpointv3.ClusterLoadAssignment) error {
+	now := time.Now()
+	updates := make([]xds.Update, len(clas))
+	for i, c := range clas {
+		updates[i] = xds.Update{Name: c.GetClusterName(), Message: c, ObservedAt: now}
+	}
+	if _, err := d.store.Apply(xds.EndpointType, updates); err != nil {
+		return fmt.Errorf("deltaeds: load: %w", err)
+	}
+	d.store.MarkSynced()
+	return nil
+}
+
+func (d *deltaEDS) Set(c *endpointv3.ClusterLoadAssignment) error {
+	_, err := d.store.Apply(xds.EndpointType, []xds.Update{{Name: c.GetClusterName(), Message: c, ObservedAt: time.Now()}})
+	if err != nil {
+		return fmt.Errorf("deltaeds: apply %s: %w", c.GetClusterName(), err)
+	}
+	return nil
+}
+
+func (d *deltaEDS) Serve(lis net.Listener) error {
+	go func() { _ = d.g.Serve(lis) }()
+	return nil
+}
+
+func (d *deltaEDS) Stop(ctx context.Context) error {
+	err := d.srv.Stop(ctx)
+	d.g.Stop()
+	if err != nil {
+		return fmt.Errorf("deltaeds: stop: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,280 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/deltaeds/deltaeds/bench/control"
+)
+
+// Workload is one scenario at one scale.
+type Workload struct {
+	Name string `json:"name"`
+	// Scale is the factor applied to the full-scale definition.
+	Scale float64 `json:"scale"`
+	// CLAs is the number of ClusterLoadAssignments, each with Endpoints
+	// endpoints (the rolling CLA, if any, has RollingEndpoints instead).
+	CLAs      int `json:"clas"`
+	Endpoints int `json:"endpoints"`
+	// Streams is the number of simulated Envoys, each on its own stream;
+	// each subscribes to every CLA (Wildcard) or to NamesPerStream names.
+	Streams        int  `json:"streams"`
+	Wildcard       bool `json:"wildcard,omitempty"`
+	NamesPerStream int  `json:"names_per_stream,omitempty"`
+	// Changes are sent at Rate per second. Single-endpoint changes replace
+	// one endpoint of a random subscribed CLA; with RollingEndpoints > 0
+	// every change is one step of a rolling restart of one CLA.
+	Changes          int     `json:"changes"`
+	Rate             float64 `json:"rate_per_second"`
+	RollingEndpoints int     `json:"rolling_endpoints,omitempty"`
+	// Restart makes this the reconnect workload: no changes; the server is
+	// restarted once the fleet has converged.
+	Restart bool `json:"restart,omitempty"`
+}
+
+// The workloads, at full scale, as the issue defines them.
+var fullScale = []Workload{
+	{Name: "contour-8k", CLAs: 8000, Endpoints: 10, Streams: 4, Wildcard: true, Changes: 2000, Rate: 100},
+	{Name: "fleet", CLAs: 10000, Endpoints: 10, Streams: 200, NamesPerStream: 2000, Changes: 5000, Rate: 200},
+	// One rolling CLA plus 10,000 idle ones; each stream wants the rolling
+	// CLA and 1,000 idle names. 5 rollouts of 100 endpoints, 200 steps each.
+	{Name: "rolling-100", CLAs: 10001, Endpoints: 10, Streams: 100, NamesPerStream: 1000, RollingEndpoints: 100, Changes: 1000, Rate: 100},
+	{Name: "reconnect", CLAs: 10000, Endpoints: 10, Streams: 200, NamesPerStream: 2000, Restart: true},
+}
+
+// WorkloadNames lists the workloads in run order.
+func WorkloadNames() []string {
+	out := make([]string, len(fullScale))
+	for i, w := range fullScale {
+		out[i] = w.Name
+	}
+	return out
+}
+
+// Profile is a named set of scale factors.
+type Profile struct {
+	Name string
+	// Scales by workload name; a missing workload runs at Default.
+	Scales  map[string]float64
+	Default float64
+	// RateFactor multiplies every workload's change rate.
+	RateFactor float64
+}
+
+// Profiles are the named profiles: tiny (the smoke test), short (make
+// bench, a few minutes on 2 cores) and full (the issue's numbers).
+var Profiles = map[string]Profile{
+	"tiny":  {Name: "tiny", Default: 0.02, RateFactor: 4},
+	"short": {Name: "short", Scales: map[string]float64{"contour-8k": 0.25}, Default: 0.2, RateFactor: 1},
+	"full":  {Name: "full", Default: 1, RateFactor: 1},
+}
+
+// ScaledWorkload returns the named workload at the given scale, with its
+// rate multiplied by rateFactor.
+func ScaledWorkload(name string, scale, rateFactor float64) (Workload, error) {
+	i := slices.IndexFunc(fullScale, func(w Workload) bool { return w.Name == name })
+	if i < 0 {
+		return Workload{}, fmt.Errorf("unknown workload %q (want one of %s)", name, strings.Join(WorkloadNames(), ", "))
+	}
+	if scale <= 0 || math.IsNaN(scale) || math.IsInf(scale, 0) {
+		return Workload{}, fmt.Errorf("workload %s: scale must be positive, got %v", name, scale)
+	}
+	if rateFactor <= 0 {
+		rateFactor = 1
+	}
+	w := fullScale[i]
+	sc := func(n, lo int) int { return max(lo, int(math.Round(float64(n)*scale))) }
+	w.Scale = scale
+	w.CLAs = sc(w.CLAs, 50)
+	w.Streams = sc(w.Streams, 4)
+	if w.NamesPerStream > 0 {
+		w.NamesPerStream = min(sc(w.NamesPerStream, 10), w.CLAs)
+	}
+	w.Rate *= rateFactor
+	if w.RollingEndpoints > 0 {
+		// Whole rollouts only.
+		steps := 2 * w.RollingEndpoints
+		w.Changes = max(1, int(math.Round(float64(w.Changes)*scale/float64(steps)))) * steps
+	} else if w.Changes > 0 {
+		w.Changes = sc(w.Changes, 50)
+	}
+	return w, nil
+}
+
+// Describe is a one-line summary of the workload's size.
+func (w Workload) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scale %.2f: %d CLAs x %d endpoints, %d streams", w.Scale, w.CLAs, w.Endpoints, w.Streams)
+	if w.Wildcard {
+		fmt.Fprintf(&b, " (wildcard: %d subscriptions)", w.Streams*w.CLAs)
+	} else {
+		fmt.Fprintf(&b, " x %d names", w.NamesPerStream)
+		if w.RollingEndpoints > 0 {
+			b.WriteString(" + the rolling CLA")
+		}
+	}
+	switch {
+	case w.Restart:
+		b.WriteString(", server restarted once converged")
+	case w.RollingEndpoints > 0:
+		fmt.Fprintf(&b, ", %d rolling steps of a %d-endpoint CLA (25%% surge) @ %.0f/s", w.Changes, w.RollingEndpoints, w.Rate)
+	default:
+		fmt.Fprintf(&b, ", %d single-endpoint changes @ %.0f/s", w.Changes, w.Rate)
+	}
+	return b.String()
+}
+
+// gen holds the state of a workload's CLAs on the parent side and produces
+// its changes. It is deterministic for a given workload and seed, so every
+// server sees exactly the same changes.
+type gen struct {
+	w     Workload
+	rng   *rand.Rand
+	names []string
+	eps   [][]control.Endpoint
+	// subs lists each stream's names by index (nil: wildcard);
+	// subscribers counts the streams wanting each name.
+	subs        [][]int
+	subscribers []int32
+	// changeable holds the names single-endpoint changes pick from: those
+	// with at least one subscriber.
+	changeable []int
+	nextIP     uint32
+	nextID     uint64
+	// rolling state: step within the current rollout.
+	rollStep int
+}
+
+// rollingName is the CLA a rolling workload restarts (index 0).
+const rollingName = "bench/rolling/http"
+
+// ipBase is 198.18.0.0/15, the range RFC 2544 sets aside for benchmarks:
+// these addresses are data in CLAs, never dialled.
+var ipBase = netip.MustParseAddr("198.18.0.0").As4()
+
+const ipSpace = 1 << 17
+
+func newGen(w Workload, seed uint64) *gen {
+	g := &gen{w: w, rng: rand.New(rand.NewPCG(seed, 0x5eed))}
+	g.names = make([]string, w.CLAs)
+	g.eps = make([][]control.Endpoint, w.CLAs)
+	for i := range g.names {
+		n := w.Endpoints
+		if w.RollingEndpoints > 0 && i == 0 {
+			g.names[i] = rollingName
+			n = w.RollingEndpoints
+		} else {
+			g.names[i] = fmt.Sprintf("bench/svc-%05d/http", i)
+		}
+		g.eps[i] = make([]control.Endpoint, n)
+		for j := range g.eps[i] {
+			g.eps[i][j] = g.newEndpoint()
+		}
+	}
+
+	g.subscribers = make([]int32, w.CLAs)
+	g.subs = make([][]int, w.Streams)
+	if w.Wildcard {
+		for i := range g.subscribers {
+			g.subscribers[i] = int32(w.Streams)
+		}
+	} else {
+		// Overlapping windows spread evenly over the names, so each name is
+		// wanted by about Streams*NamesPerStream/CLAs streams.
+		first := 0
+		if w.RollingEndpoints > 0 {
+			first = 1 // the rolling CLA is wanted by every stream
+		}
+		pool := w.CLAs - first
+		per := min(w.NamesPerStream, pool)
+		for s := range g.subs {
+			start := s * pool / w.Streams
+			names := make([]int, 0, per+first)
+			if first == 1 {
+				names = append(names, 0)
+			}
+			for k := range per {
+				names = append(names, first+(start+k)%pool)
+			}
+			for _, n := range names {
+				g.subscribers[n]++
+			}
+			g.subs[s] = names
+		}
+	}
+	for i, n := range g.subscribers {
+		if n > 0 {
+			g.changeable = append(g.changeable, i)
+		}
+	}
+	return g
+}
+
+func (g *gen) newEndpoint() control.Endpoint {
+	v := g.nextIP % ipSpace
+	g.nextIP++
+	a := ipBase
+	a[1] += byte(v >> 16)
+	a[2] = byte(v >> 8)
+	a[3] = byte(v)
+	return control.Endpoint{Addr: netip.AddrFrom4(a), Port: 8080}
+}
+
+// initial returns the set lines of the initial state (change id 0).
+func (g *gen) initial() [][]byte {
+	out := make([][]byte, len(g.names))
+	for i := range g.names {
+		out[i] = control.AppendSet(nil, control.Set{ID: 0, Name: g.names[i], Endpoints: g.eps[i]})
+	}
+	return out
+}
+
+// expected returns how many CLAs stream s holds once synced.
+func (g *gen) expected(s int) int {
+	if g.subs[s] == nil {
+		return len(g.names)
+	}
+	return len(g.subs[s])
+}
+
+// subscribedNames returns stream s's names (nil for wildcard).
+func (g *gen) subscribedNames(s int) []string {
+	if g.subs[s] == nil {
+		return nil
+	}
+	out := make([]string, len(g.subs[s]))
+	for i, n := range g.subs[s] {
+		out[i] = g.names[n]
+	}
+	sort.Strings(out)
+	return out
+}
+
+// next produces the next change: the name's index and its set line.
+func (g *gen) next(buf []byte) (int, uint64, []byte) {
+	g.nextID++
+	id := g.nextID
+	var idx int
+	if g.w.RollingEndpoints > 0 {
+		idx = 0
+		surge := max(1, g.w.RollingEndpoints/4)
+		step := g.rollStep % (2 * g.w.RollingEndpoints)
+		g.rollStep++
+		if step%(2*surge) < surge || len(g.eps[0]) == 0 {
+			// A new pod becomes ready.
+			g.eps[0] = append(g.eps[0], g.newEndpoint())
+		} else {
+			// The oldest pod goes away.
+			g.eps[0] = slices.Delete(g.eps[0], 0, 1)
+		}
+	} else {
+		idx = g.changeable[g.rng.IntN(len(g.changeable))]
+		g.eps[idx][g.rng.IntN(len(g.eps[idx]))] = g.newEndpoint()
+	}
+	return idx, id, control.AppendSet(buf[:0], control.Set{ID: id, Name: g.names[idx], Endpoints: g.eps[idx]})
+}

@@ -1,0 +1,85 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/deltaeds/deltaeds/bench/control"
+)
+
+func TestRollingStaysWithinSurge(t *testing.T) {
+	w, err := ScaledWorkload("rolling-100", 0.2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGen(w, 1)
+	if len(g.eps[0]) != 100 {
+		t.Fatalf("rolling CLA starts with %d endpoints", len(g.eps[0]))
+	}
+	first := g.eps[0][0]
+	for i := range w.Changes {
+		idx, id, line := g.next(nil)
+		if idx != 0 || id != uint64(i+1) {
+			t.Fatalf("change %d: idx %d id %d", i, idx, id)
+		}
+		if n := len(g.eps[0]); n < 100 || n > 125 {
+			t.Fatalf("change %d: %d endpoints, want 100..125 (25%% surge)", i, n)
+		}
+		s, err := control.ParseSet(string(line[len("set ") : len(line)-1]))
+		if err != nil || len(s.Endpoints) != len(g.eps[0]) || s.ID != id {
+			t.Fatalf("change %d: line %q parses to %+v, %v", i, line, s, err)
+		}
+	}
+	if len(g.eps[0]) != 100 {
+		t.Fatalf("after whole rollouts: %d endpoints", len(g.eps[0]))
+	}
+	for _, e := range g.eps[0] {
+		if e == first {
+			t.Fatalf("an old endpoint survived the rollout")
+		}
+	}
+}
+
+func TestSubscriptionsCoverEveryName(t *testing.T) {
+	for _, name := range WorkloadNames() {
+		w, err := ScaledWorkload(name, 0.2, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := newGen(w, 1)
+		for s := range g.subs {
+			if got, want := len(g.subscribedNames(s)), g.expected(s); !w.Wildcard && got != want {
+				t.Errorf("%s stream %d: %d names, expected %d", name, s, got, want)
+			}
+		}
+		if len(g.changeable) != w.CLAs {
+			t.Errorf("%s: %d of %d names have a subscriber", name, len(g.changeable), w.CLAs)
+		}
+	}
+}
+
+func TestTrackerCoalescing(t *testing.T) {
+	w := Workload{Name: "t", CLAs: 2, Endpoints: 1, Streams: 2, Wildcard: true}
+	tr := newTracker(newGen(w, 1))
+	t0 := time.Unix(0, 0)
+	tr.register(0, 1, t0)
+	tr.register(0, 2, t0.Add(time.Millisecond))
+	tr.register(1, 3, t0.Add(2*time.Millisecond))
+	tr.seal()
+	// Client 0 sees change 1 then 2; client 1 skips straight to 2.
+	tr.apply(0, []applied{{name: 0, id: 1}}, t0.Add(5*time.Millisecond))
+	tr.apply(0, []applied{{name: 0, id: 2}}, t0.Add(6*time.Millisecond))
+	tr.apply(1, []applied{{name: 0, id: 2}, {name: 1, id: 3}}, t0.Add(10*time.Millisecond))
+	select {
+	case <-tr.allDone:
+		t.Fatal("done before change 3 reached client 0")
+	default:
+	}
+	tr.apply(0, []applied{{name: 1, id: 3}}, t0.Add(12*time.Millisecond))
+	<-tr.allDone
+	sent, done, lat := tr.result()
+	want := []time.Duration{10 * time.Millisecond, 9 * time.Millisecond, 10 * time.Millisecond}
+	if sent != 3 || done != 3 || len(lat) != 3 || lat[0] != want[0] || lat[1] != want[1] || lat[2] != want[2] {
+		t.Fatalf("sent %d done %d lat %v, want 3 3 %v", sent, done, lat, want)
+	}
+}
