@@ -632,7 +632,7 @@ func TestPortInUseLeavesNothingOpen(t *testing.T) {
 }
 
 type testPKI struct {
-	pool                                                   *x509.CertPool
+	pool                                                 *x509.CertPool
 	caCert, serverCert, serverKey, clientCert, clientKey string
 }
 
