@@ -53,6 +53,10 @@ type Options struct {
 	StartTimeout time.Duration
 	// APIServerArgs are appended to kube-apiserver's flags (a later flag wins).
 	APIServerArgs []string
+	// ExtraControllers are run by kube-controller-manager besides the EndpointSlice ones, by
+	// their --controllers names (e.g. "garbagecollector", which deletes a deleted Service's
+	// EndpointSlices). Ignored unless ControllerManager is set.
+	ExtraControllers []string
 }
 
 // ControlPlane is a running local control plane. Its methods are safe for concurrent use.
@@ -288,7 +292,7 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 	}
 	cp.kcm.args = []string{
 		"--kubeconfig=" + kc,
-		"--controllers=endpointslice,endpointslicemirroring",
+		"--controllers=" + strings.Join(append([]string{"endpointslice", "endpointslicemirroring"}, cp.opts.ExtraControllers...), ","),
 		"--leader-elect=false",
 		"--secure-port=0",
 	}
