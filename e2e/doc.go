@@ -1,0 +1,40 @@
+// Package e2e proves deltaeds the way an operator sees it: the real bin/deltaeds, built from
+// this tree, runs as a child process against a real etcd, kube-apiserver and
+// kube-controller-manager (e2e/controlplane, binaries from `make testbin`), whose real
+// EndpointSlice controller turns real Services and Pods into EndpointSlices, while the tests
+// play the kubelet and the Deployment controller and a fleet of Envoy-like clients (envoysim)
+// holds what deltaeds serves.
+//
+// The package has no code of its own: its tests are the nine scenarios of issue 5, one test
+// each, sharing one control plane (a namespace per scenario):
+//
+//  1. TestEndpointsFollowPods: the right CLA (priorities, zones, ports) for every client, then
+//     pods turning unready, ready, terminating and gone.
+//  2. TestRollingRestartNeverEmpty: a 100-pod Deployment-style rolling restart (maxSurge 25%,
+//     maxUnavailable 0); at no applied response does any client hold the Service's CLA with
+//     zero usable endpoints, and at the end every client holds exactly the new pods.
+//  3. TestServiceDeleted: an empty CLA at once, the removal after the grace period, and a
+//     Service re-created within the grace period comes back without a removal.
+//  4. TestAPIServerOutage: kube-apiserver stopped for 30 s; streams stay open, a client joining
+//     during the outage gets the last known endpoints, changes after it reach everyone.
+//  5. TestRestartAndReplicas: a client reconnecting with initial_resource_versions to a
+//     restarted process or to another replica receives nothing when nothing changed and
+//     exactly the changed CLAs otherwise.
+//  6. TestStalledClient: a client that stops reading delays no one, deltaeds' memory stays
+//     bounded, and the client is caught up once it reads again.
+//  7. TestNACKingClient: NACKs are counted in /metrics, not answered by a resend loop, and
+//     affect no other client.
+//  8. TestMutualTLS: clients without a valid certificate are refused, with one they are served.
+//  9. TestHostileInput: FQDN and unlabelled slices, a Service with 1,000 slices, a client
+//     subscribing to a million names, garbage requests; clear errors, and everyone else is
+//     served throughout.
+//
+// Every scenario also checks that the clients saw no protocol violation, that deltaeds exits
+// cleanly on SIGTERM, and that it leaves no goroutine behind; TestMain checks that no child
+// process outlives the run. Set DELTAEDS_E2E_BIN to test a prebuilt binary and
+// DELTAEDS_E2E_RACE=1 to build deltaeds with the race detector. `go test -short` skips them.
+//
+// What it must never do: write EndpointSlices for Services with selectors (the controller
+// does), assert on timing (waits have generous deadlines; measurements are logged), or share
+// state between scenarios other than the control plane and its nodes.
+package e2e

@@ -1,0 +1,26 @@
+// Package harness runs deltaeds end to end for the e2e scenarios and the demo: the real
+// bin/deltaeds as a subprocess against a real kube-apiserver (see e2e/controlplane), a workload
+// of real Services and Pods whose EndpointSlices the real EndpointSlice controller writes, and a
+// fleet of envoysim clients.
+//
+// It owns:
+//   - building deltaeds from the module's source into a temporary folder (go build is cached,
+//     so a stale binary is never run) and running it as a child process: flags, free ports,
+//     readiness through /readyz, its log file, graceful stop (SIGTERM) with a deadline, restart
+//     on the same ports, kill, RSS and /metrics scraping;
+//   - playing the kubelet and the Deployment controller on top of controlplane's helpers:
+//     zoned nodes, pods with IPs from a private range, readiness flips, and rolling restarts
+//     with maxSurge/maxUnavailable whose old pods drain as terminating before they go;
+//   - fleets of envoysim clients and readers of the CLAs they hold (priorities, zones, ports,
+//     health);
+//   - test-only plumbing: a TCP proxy that moves clients between replicas, throwaway mTLS
+//     certificates, a propagation-latency tracker, and a check for leftover child processes.
+//
+// It must never:
+//   - be imported by the product binary or by the packages it tests (xds, delta, watch,
+//     translate): it observes deltaeds from outside, through its flags, ports and metrics;
+//   - write EndpointSlices for Services that have selectors: the real controller does that;
+//   - assert on timing: callers wait with generous deadlines, and measurements are reported,
+//     not compared to a bound;
+//   - leave a child process, goroutine or file behind once its Stop/Close returns.
+package harness
