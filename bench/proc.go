@@ -44,10 +44,10 @@ type child struct {
 }
 
 // startChild starts a server child listening on addr.
-func startChild(cmdFn ChildCommand, kind, addr, cpuprofile string, log io.Writer) (*child, error) {
+func startChild(cmdFn ChildCommand, kind, addr, profileBase string, log io.Writer) (*child, error) {
 	args := []string{"-serve=" + kind, "-addr=" + addr}
-	if cpuprofile != "" {
-		args = append(args, "-cpuprofile="+cpuprofile)
+	if profileBase != "" {
+		args = append(args, "-cpuprofile="+profileBase+".cpu.pprof", "-memprofile="+profileBase+".heap.pprof")
 	}
 	cmd := cmdFn(args)
 	stdin, err := cmd.StdinPipe()

@@ -27,6 +27,23 @@ type Machine struct {
 	GoVersion  string  `json:"go_version"`
 	GOMAXPROCS int     `json:"gomaxprocs"`
 	Platform   string  `json:"platform"`
+	// LoadAvg is the 1-minute load average when the run started: anything
+	// else running on the machine competes with the servers and the fleet.
+	LoadAvg float64 `json:"loadavg_1m"`
+}
+
+// loadAvg1 reads the 1-minute load average.
+func loadAvg1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // ReadMachine reads the machine's facts from /proc and the Go runtime.
@@ -67,6 +84,7 @@ func ReadMachine() Machine {
 			}
 		}
 	}
+	m.LoadAvg = loadAvg1()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
@@ -81,8 +99,8 @@ func (m Machine) String() string {
 	if m.CPUMHz > 0 {
 		model += fmt.Sprintf(" @ %.0f MHz", m.CPUMHz)
 	}
-	return fmt.Sprintf("machine: %d CPUs (%s), %.1f GiB, Linux %s, %s %s, GOMAXPROCS=%d",
-		m.CPUs, model, m.MemoryGiB, m.Kernel, m.GoVersion, m.Platform, m.GOMAXPROCS)
+	return fmt.Sprintf("machine: %d CPUs (%s), %.1f GiB, Linux %s, %s %s, GOMAXPROCS=%d, load average %.2f at start",
+		m.CPUs, model, m.MemoryGiB, m.Kernel, m.GoVersion, m.Platform, m.GOMAXPROCS, m.LoadAvg)
 }
 
 // resultOf returns the result of server in wr, or nil.
@@ -123,7 +141,7 @@ func printWorkload(out io.Writer, wr WorkloadReport) {
 	if w.Restart {
 		fmt.Fprintln(tw, "server\tresent\treconnect s\tcpu s\tMB sent\tpeak RSS MB\tx\tsync s\tviolations\t")
 	} else {
-		fmt.Fprintln(tw, "server\tcpu s/1k chg\tx\tp50 ms\tp99 ms\tx\tmax ms\tMB sent\tres sent\tpeak RSS MB\tx\tsync s\tviolations\t")
+		fmt.Fprintln(tw, "server\tcpu s/1k chg\tx\tp50 ms\tp99 ms\tx\tmax ms\tMB sent\tres sent\tpeak RSS MB\tx\tsync s\tfleet cpu\tviolations\t")
 	}
 	var errs []string
 	for _, r := range wr.Results {
@@ -157,14 +175,23 @@ func printWorkload(out io.Writer, wr WorkloadReport) {
 				p99X = ratio(p99, base.Latency.P99)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%.1f\t%.1f\t%s\t%.1f\t%s\t%d\t%s\t%s\t%.2f\t%d\t\n", r.Server, r.CPUPer1kChanges, cpuX,
-			p50, p99, p99X, pmax, mb(r.BytesChanges), r.ResourcesChanges, mb(r.PeakRSSBytes), rss, r.SyncSeconds, r.Violations)
+		fleetCPU := "-"
+		if r.ChangeSeconds > 0 {
+			fleetCPU = fmt.Sprintf("%.0f%%", 100*r.FleetCPUSeconds/r.ChangeSeconds)
+		}
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%.1f\t%.1f\t%s\t%.1f\t%s\t%d\t%s\t%s\t%.2f\t%s\t%d\t\n", r.Server, r.CPUPer1kChanges, cpuX,
+			p50, p99, p99X, pmax, mb(r.BytesChanges), r.ResourcesChanges, mb(r.PeakRSSBytes), rss, r.SyncSeconds, fleetCPU, r.Violations)
 	}
 	_ = tw.Flush()
 	for _, e := range errs {
 		fmt.Fprintln(out, e)
 	}
-	fmt.Fprintln(out, "   (x: the server's figure over deltaeds'; cpu over the change phase, from the child's rusage; latency from a change sent to its last subscriber applying it)")
+	if w.Restart {
+		fmt.Fprintln(out, "   (x: the server's figure over deltaeds'; resent: resources the reconnecting fleet received; cpu: the restarted child's, from ready until the fleet was quiet)")
+	} else {
+		fmt.Fprintln(out, "   (x: the server's figure over deltaeds'; cpu: the child's rusage over the change phase; latency: from a change sent to its last subscriber applying it;")
+		fmt.Fprintln(out, "    fleet cpu: the witness's own CPU over the phase, of 100% per core)")
+	}
 	fmt.Fprintln(out)
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/deltaeds/deltaeds/bench/control"
@@ -33,7 +34,8 @@ type Config struct {
 	// writes nothing.
 	ResultsDir string
 	// CPUProfileDir, if set, receives a CPU profile of every child over its
-	// change (or reconnect) phase: <workload>-<server>.pprof.
+	// change (or reconnect) phase, <workload>-<server>.cpu.pprof, and a heap
+	// profile at its exit, <workload>-<server>.heap.pprof.
 	CPUProfileDir string
 	// Command starts a child; see SelfCommand.
 	Command ChildCommand
@@ -54,6 +56,8 @@ type Report struct {
 	Machine   Machine          `json:"machine"`
 	Workloads []WorkloadReport `json:"workloads"`
 	Targets   []Target         `json:"targets"`
+	// LoadAvgEnd is the 1-minute load average when the run ended.
+	LoadAvgEnd float64 `json:"loadavg_1m_end"`
 	// JSONPath and PNGPath are where the report was written, if it was.
 	JSONPath string `json:"-"`
 	PNGPath  string `json:"-"`
@@ -72,10 +76,15 @@ type Result struct {
 
 	// Change phase: from the first change sent until every subscriber had
 	// applied the last one.
-	Changes          int          `json:"changes,omitempty"`
-	Delivered        int          `json:"delivered,omitempty"`
-	ChangeSeconds    float64      `json:"change_seconds,omitempty"`
-	CPUSeconds       float64      `json:"cpu_seconds"`
+	Changes       int     `json:"changes,omitempty"`
+	Delivered     int     `json:"delivered,omitempty"`
+	ChangeSeconds float64 `json:"change_seconds,omitempty"`
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	UserSeconds   float64 `json:"user_seconds"`
+	SystemSeconds float64 `json:"system_seconds"`
+	// FleetCPUSeconds is the parent's own CPU over the same phase: the
+	// witness shares the machine, and a saturated witness inflates latency.
+	FleetCPUSeconds  float64      `json:"fleet_cpu_seconds"`
 	CPUPer1kChanges  float64      `json:"cpu_seconds_per_1k_changes,omitempty"`
 	Latency          *Percentiles `json:"latency_ms,omitempty"`
 	CDF              []CDFPoint   `json:"latency_cdf,omitempty"`
@@ -204,6 +213,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Targets = evaluateTargets(rep)
 	printTargets(cfg.Out, rep.Targets)
 	rep.Seconds = time.Since(rep.Started).Seconds()
+	rep.LoadAvgEnd = loadAvg1()
+	fmt.Fprintf(cfg.Out, "\nran %.0fs; load average %.2f at the end\n", rep.Seconds, rep.LoadAvgEnd)
 
 	if cfg.ResultsDir != "" {
 		if err := rep.write(cfg.ResultsDir); err != nil {
@@ -227,7 +238,7 @@ func (r *runner) profilePath(suffix string) string {
 	if r.cfg.CPUProfileDir == "" {
 		return ""
 	}
-	return filepath.Join(r.cfg.CPUProfileDir, fmt.Sprintf("%s-%s%s.pprof", r.w.Name, r.kind, suffix))
+	return filepath.Join(r.cfg.CPUProfileDir, r.w.Name+"-"+r.kind+suffix)
 }
 
 func (r *runner) run(ctx context.Context) (Result, error) {
@@ -315,6 +326,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 		}
 	}
 	f.tr.armed.Store(true)
+	p1 := parentCPU()
 	interval := time.Duration(float64(time.Second) / r.w.Rate)
 	buf := make([]byte, 0, 4096)
 	start := time.Now()
@@ -349,6 +361,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 		return ctx.Err()
 	}
 	res.ChangeSeconds = time.Since(start).Seconds()
+	res.FleetCPUSeconds = parentCPU() - p1
 	s2, err := ch.stats(ctx, r.cfg.DrainTimeout)
 	if err != nil {
 		return err
@@ -357,6 +370,8 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 	sent, done, lat := f.tr.result()
 	res.Changes, res.Delivered = sent, done
 	res.CPUSeconds = s2.CPUSeconds() - s1.CPUSeconds()
+	res.UserSeconds = s2.UserSeconds - s1.UserSeconds
+	res.SystemSeconds = s2.SystemSeconds - s1.SystemSeconds
 	res.CPUPer1kChanges = res.CPUSeconds / float64(sent) * 1000
 	res.BytesChanges = c2.Bytes - c1.Bytes
 	res.ResourcesChanges = c2.Resources - c1.Resources
@@ -396,6 +411,7 @@ func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet
 	if err != nil {
 		return err
 	}
+	p0 := parentCPU()
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
 	reconnected, err := f.waitReconnected(rctx, c1, time.Second)
 	cancel()
@@ -412,6 +428,9 @@ func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet
 	res.ReconnectSeconds = reconnected.Sub(ready).Seconds()
 	res.ReconnectCPU = s1.CPUSeconds() - s0.CPUSeconds()
 	res.CPUSeconds = res.ReconnectCPU
+	res.UserSeconds = s1.UserSeconds - s0.UserSeconds
+	res.SystemSeconds = s1.SystemSeconds - s0.SystemSeconds
+	res.FleetCPUSeconds = parentCPU() - p0
 	res.ReconnectBytes = c2.Bytes - c1.Bytes
 	res.PeakRSSBytes = max(res.PeakRSSBytes, s1.PeakRSSBytes)
 	// Nothing changed: every client must still hold exactly what it held.
@@ -442,4 +461,13 @@ func summarize(lat []time.Duration) (*Percentiles, []CDFPoint) {
 		cdf = append(cdf, CDFPoint{Ms: ms(lat[i]), Fraction: float64(i+1) / float64(len(lat))})
 	}
 	return p, cdf
+}
+
+// parentCPU is this process's user plus system CPU seconds.
+func parentCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 }

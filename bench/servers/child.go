@@ -34,6 +34,9 @@ type ChildOptions struct {
 	// CPUProfile, if set, is where a CPU profile is written: it covers the
 	// time from the profile command until quit (or the end of input).
 	CPUProfile string
+	// MemProfile, if set, is where a heap profile is written at quit (after
+	// a GC: what is live at the end of the run).
+	MemProfile string
 }
 
 // RunChild runs one server under the control protocol read from in, with
@@ -59,6 +62,11 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 		profFile *os.File
 	)
 	defer func() {
+		if opts.MemProfile != "" {
+			if merr := writeHeapProfile(opts.MemProfile); merr != nil && err == nil {
+				err = merr
+			}
+		}
 		if profFile != nil {
 			pprof.StopCPUProfile()
 			if cerr := profFile.Close(); cerr != nil && err == nil {
@@ -203,6 +211,7 @@ func ChildMain(args []string) int {
 	fs.StringVar(&opts.Kind, "serve", "", "server kind: "+strings.Join(control.Kinds, ", "))
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:0", "listen address")
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile from the profile command to exit")
+	fs.StringVar(&opts.MemProfile, "memprofile", "", "write a heap profile at exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -213,4 +222,20 @@ func ChildMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("child: create heap profile: %w", err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("child: write heap profile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("child: close heap profile: %w", err)
+	}
+	return nil
 }
