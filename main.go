@@ -562,8 +562,6 @@ func newServer(cfg serveConfig, log *zap.Logger) (_ *server, err error) {
 		return nil, fmt.Errorf("admin listener --admin-address %s: %w", cfg.AdminAddress, err)
 	}
 
-	// watch.New starts the workqueue's goroutine, which only Run stops:
-	// everything that can fail for the operator's reasons is done above.
 	s.watcher, err = watch.New(watch.Config{
 		Client:             client,
 		Store:              s.store,
@@ -639,13 +637,6 @@ func (s *server) closeAll() {
 		if l != nil {
 			_ = l.Close()
 		}
-	}
-	if s.watcher != nil {
-		// Run with an ended context returns at once, having shut down the
-		// workqueue New started.
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = s.watcher.Run(ctx)
 	}
 	if s.httpClient != nil {
 		s.httpClient.CloseIdleConnections()

@@ -54,7 +54,9 @@ type Watcher struct {
 	cfg     Config
 	log     *zap.Logger
 	metrics *Metrics
-	queue   workqueue.TypedRateLimitingInterface[string]
+	// queue is created by Run (its constructor starts goroutines that only
+	// ShutDown ends); the informers that feed it start there too.
+	queue workqueue.TypedRateLimitingInterface[string]
 	// informers by namespace ("" when watching all namespaces).
 	informers map[string]cache.SharedIndexInformer
 	factories []informers.SharedInformerFactory
@@ -80,7 +82,8 @@ type published struct {
 	names map[string]time.Time // CLA name -> zero if live, else when it was emptied
 }
 
-// New validates cfg and builds the informers; nothing runs until Run.
+// New validates cfg and builds the informers; nothing runs, and no
+// goroutine starts, until Run.
 func New(cfg Config) (*Watcher, error) {
 	if cfg.Client == nil || cfg.Store == nil {
 		return nil, errors.New("watch: a Kubernetes client and a store are required")
@@ -106,12 +109,9 @@ func New(cfg Config) (*Watcher, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	w := &Watcher{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		metrics: cfg.Metrics,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "deltaeds_services"}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   cfg.Metrics,
 		informers: make(map[string]cache.SharedIndexInformer),
 		services:  make(map[string]*published),
 	}
@@ -199,9 +199,13 @@ func (w *Watcher) enqueue(key string, at time.Time) {
 
 // Run starts the informers, waits for their first list, translates every
 // Service once, marks the store synced and runs the workers until ctx ends.
+// Call it once; every goroutine it starts has ended when it returns.
 // It does not return because the API server is unreachable: the informers
 // retry on their own, and the store keeps serving its last state.
 func (w *Watcher) Run(ctx context.Context) error {
+	w.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "deltaeds_services"})
 	defer w.queue.ShutDown()
 	for _, f := range w.factories {
 		f.Start(ctx.Done())
