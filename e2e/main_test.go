@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/deltaeds/deltaeds/e2e/controlplane"
 	"github.com/deltaeds/deltaeds/e2e/harness"
@@ -90,7 +91,8 @@ func leakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreAnyFunction("k8s.io/client-go/util/workqueue.(*Typed[...]).updateUnfinishedWorkLoop"),
+		// The control plane waits for the kube-apiserver it restarts after an outage.
+		goleak.IgnoreAnyFunction("github.com/deltaeds/deltaeds/e2e/controlplane.(*process).start.func1"),
 	}
 }
 
@@ -341,4 +343,85 @@ func metrics(t *testing.T, p *harness.Process) harness.Metrics {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// applied is one resource update or removal a client applied.
+type applied struct {
+	client    int
+	name      string
+	removed   bool
+	version   string
+	endpoints int
+	at        time.Time
+}
+
+// recorder keeps every update and removal the clients of a fleet apply, in order per client;
+// pass its onApply as FleetOptions.OnApply.
+type recorder struct {
+	mu     sync.Mutex
+	events []applied
+}
+
+func (r *recorder) onApply(i int, c *envoysim.Client, a envoysim.Applied) {
+	var evs []applied
+	for _, u := range a.Updated {
+		h, _ := c.Get(u.Name)
+		evs = append(evs, applied{client: i, name: u.Name, version: u.Version, endpoints: len(harness.Endpoints(h.CLA)), at: a.ReceivedAt})
+	}
+	for _, n := range a.Removed {
+		evs = append(evs, applied{client: i, name: n, removed: true, at: a.ReceivedAt})
+	}
+	r.mu.Lock()
+	r.events = append(r.events, evs...)
+	r.mu.Unlock()
+}
+
+// mark returns a position to pass to since.
+func (r *recorder) mark() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// since returns the events of client (all clients if < 0) about name ("" for any) recorded
+// after mark.
+func (r *recorder) since(mark, client int, name string) []applied {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []applied
+	for _, ev := range r.events[mark:] {
+		if (client < 0 || ev.client == client) && (name == "" || ev.name == name) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// waitReadyEndpoints waits until the EndpointSlices of namespace ns list exactly ips as ready
+// endpoints: the controller has caught up.
+func waitReadyEndpoints(t *testing.T, e *environment, ns string, ips []string) {
+	t.Helper()
+	want := harness.SortIPs(append([]string(nil), ips...))
+	var got []string
+	err := harness.Eventually(waitCtx(t), func() error {
+		l, err := e.cp.Client().DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		got = got[:0]
+		for _, s := range l.Items {
+			for _, ep := range s.Endpoints {
+				if (ep.Conditions.Ready == nil || *ep.Conditions.Ready) && len(ep.Addresses) > 0 {
+					got = append(got, ep.Addresses[0])
+				}
+			}
+		}
+		if !harness.SameIPs(harness.SortIPs(got), want) {
+			return fmt.Errorf("ready endpoints %v, want %v", got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for the EndpointSlice controller: %v", err)
+	}
 }

@@ -97,8 +97,9 @@ func (ca *CA) issue(tmpl *x509.Certificate) (KeyPair, error) {
 	}, nil
 }
 
-// ClientCreds returns gRPC credentials that trust roots and present client (if it has a
-// certificate).
+// ClientCreds returns gRPC credentials that trust roots and present client, if not nil. The
+// certificate is presented whatever CAs the server says it accepts, as Envoy does, so a server
+// must itself reject a certificate from another CA.
 func ClientCreds(roots []byte, client *KeyPair) (credentials.TransportCredentials, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(roots) {
@@ -110,7 +111,7 @@ func ClientCreds(roots []byte, client *KeyPair) (credentials.TransportCredential
 		if err != nil {
 			return nil, fmt.Errorf("harness: loading the client key pair: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	}
 	return credentials.NewTLS(cfg), nil
 }

@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
+	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/translate"
+)
+
+// quiet is how long scenario 7 watches for a resend loop. A loop resends within milliseconds;
+// this only bounds how long the test looks.
+const quiet = 3 * time.Second
+
+// Scenario 7: a client that NACKs. Its NACKs are counted in /metrics, deltaeds does not resend
+// the rejected version in a loop (the next change is sent), and other clients are unaffected.
+func TestNACKingClient(t *testing.T) {
+	const ns = "s7-nack"
+	e := scenario(t, ns)
+	pay := e.service(t, ns, "pay", 3)
+	shop := e.service(t, ns, "shop", 3)
+	payName := translate.ClusterName(ns, "pay", "http")
+	shopName := translate.ClusterName(ns, "shop", "http")
+	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s7"})
+
+	good := e.fleet(t, harness.FleetOptions{Size: 4, Target: p.XDSAddress(), NodePrefix: "s7"})
+	// The NACKing client rejects every response that carries pay, as an Envoy would whose
+	// filter chain cannot use it; shop is subscribed first so it arrives on its own.
+	bad := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s7-nacker",
+		NACK: func(_ int, r *discoveryv3.DeltaDiscoveryResponse) error {
+			for _, res := range r.GetResources() {
+				if res.GetName() == payName {
+					return fmt.Errorf("e2e: cluster %s rejected by test", payName)
+				}
+			}
+			return nil
+		}})
+	good.Subscribe(payName, shopName)
+	bad.Subscribe(shopName)
+	waitAll(t, "shop at the NACKing client", bad, holds(shopName, shop.IPs(), nil))
+	bad.Subscribe(payName)
+	nacker := bad.Clients[0]
+	waitAll(t, "the first NACK", bad, func(s envoysim.State) bool { return s.Stats().NACKs >= 1 })
+	waitAll(t, "both Services at the other clients", good, holdsAll(holds(payName, pay.IPs(), nil), holds(shopName, shop.IPs(), nil)))
+
+	// Counted, once.
+	if err := harness.Eventually(waitCtx(t), func() error {
+		if got := metrics(t, p).Value("deltaeds_xds_nacks_total"); got != 1 {
+			return fmt.Errorf("deltaeds_xds_nacks_total = %v, want 1", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// No resend loop: nothing changed, so nothing more comes.
+	s0 := nacker.Stats()
+	time.Sleep(quiet)
+	if s := nacker.Stats(); s.Responses != s0.Responses || s.NACKs != 1 {
+		t.Fatalf("in %s without any change the NACKing client got %d more responses (%d NACKs in all): a resend loop",
+			quiet, s.Responses-s0.Responses, s.NACKs)
+	}
+	if _, ok := nacker.Get(payName); ok {
+		t.Fatal("the NACKing client holds the version it rejected")
+	}
+
+	// The next change is sent, and NACKed again; everyone else gets it and ACKs.
+	pods := pay.Pods()
+	if err := pay.SetReady(t.Context(), pods[0], false); err != nil {
+		t.Fatal(err)
+	}
+	rest := []string{pods[1].IP, pods[2].IP}
+	waitAll(t, "the change at the other clients", good, holds(payName, rest, nil))
+	waitAll(t, "the second NACK", bad, func(s envoysim.State) bool { return s.Stats().NACKs >= 2 })
+	time.Sleep(quiet)
+	if s := nacker.Stats(); s.NACKs != 2 {
+		t.Errorf("the NACKing client sent %d NACKs after one change, want 2", s.NACKs)
+	}
+	m := metrics(t, p)
+	if got := m.Value("deltaeds_xds_nacks_total"); got != 2 {
+		t.Errorf("deltaeds_xds_nacks_total = %v, want 2", got)
+	}
+	for i, c := range good.Clients {
+		if s := c.Stats(); s.NACKs != 0 || s.Reconnects != 0 {
+			t.Errorf("client %d: %d NACKs, %d reconnects; want none", i, s.NACKs, s.Reconnects)
+		}
+	}
+	// The NACKing client still holds what it accepted, and its stream is the first one.
+	if s := nacker.Stats(); s.Reconnects != 0 {
+		t.Errorf("the NACKing client reconnected %d times", s.Reconnects)
+	}
+	if _, ok := nacker.Get(shopName); !ok {
+		t.Error("the NACKing client lost shop, which it had accepted")
+	}
+}
