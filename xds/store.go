@@ -11,6 +11,7 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -30,7 +31,11 @@ type Resource struct {
 	// Wire is the envoy.service.discovery.v3.Resource placed as is into
 	// DeltaDiscoveryResponse.resources.
 	Wire *discoveryv3.Resource
-	// WireSize is proto.Size(Wire), the bytes it adds to a response.
+	// Framed is Wire encoded as one entry of
+	// DeltaDiscoveryResponse.resources: tag, length and message. It is shared
+	// read-only by every response that carries this version.
+	Framed []byte
+	// WireSize is len(Framed), the bytes it adds to a response.
 	WireSize int
 	// ObservedAt is when the change that produced this version was first
 	// observed upstream (zero if unknown); it feeds propagation latency.
@@ -146,6 +151,11 @@ func (s *Store) MarkSynced() {
 func (s *Store) Synced() bool { return s.synced.Load() }
 
 // NewResource serializes m deterministically and versions it by content.
+//
+// It also encodes, once, the resource exactly as it appears inside a
+// DeltaDiscoveryResponse (field 2, resources), so a response can be written
+// by concatenating shared bytes instead of marshaling per subscriber. Wire's
+// Any.Value aliases those bytes: the CLA is held once.
 func NewResource(name, typeURL string, m proto.Message) (*Resource, error) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
@@ -153,12 +163,36 @@ func NewResource(name, typeURL string, m proto.Message) (*Resource, error) {
 	}
 	sum := sha256.Sum256(b)
 	version := base64.RawURLEncoding.EncodeToString(sum[:16])
+
+	// Field order is the one deterministic marshaling uses: version (1),
+	// resource (2), name (3); inside the Any, type_url (1), value (2).
+	anyLen := protowire.SizeTag(1) + protowire.SizeBytes(len(typeURL)) +
+		protowire.SizeTag(2) + protowire.SizeBytes(len(b))
+	resLen := protowire.SizeTag(1) + protowire.SizeBytes(len(version)) +
+		protowire.SizeTag(2) + protowire.SizeBytes(anyLen) +
+		protowire.SizeTag(3) + protowire.SizeBytes(len(name))
+	framed := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(resLen))
+	framed = protowire.AppendTag(framed, 2, protowire.BytesType)
+	framed = protowire.AppendVarint(framed, uint64(resLen))
+	framed = protowire.AppendTag(framed, 1, protowire.BytesType)
+	framed = protowire.AppendString(framed, version)
+	framed = protowire.AppendTag(framed, 2, protowire.BytesType)
+	framed = protowire.AppendVarint(framed, uint64(anyLen))
+	framed = protowire.AppendTag(framed, 1, protowire.BytesType)
+	framed = protowire.AppendString(framed, typeURL)
+	framed = protowire.AppendTag(framed, 2, protowire.BytesType)
+	framed = protowire.AppendVarint(framed, uint64(len(b)))
+	value := len(framed)
+	framed = append(framed, b...)
+	framed = protowire.AppendTag(framed, 3, protowire.BytesType)
+	framed = protowire.AppendString(framed, name)
+
 	wire := &discoveryv3.Resource{
 		Name:     name,
 		Version:  version,
-		Resource: &anypb.Any{TypeUrl: typeURL, Value: b},
+		Resource: &anypb.Any{TypeUrl: typeURL, Value: framed[value : value+len(b) : value+len(b)]},
 	}
-	return &Resource{Name: name, Version: version, Wire: wire, WireSize: proto.Size(wire)}, nil
+	return &Resource{Name: name, Version: version, Wire: wire, Framed: framed, WireSize: len(framed)}, nil
 }
 
 // Apply sets and deletes many names of one type in one call. Each changed

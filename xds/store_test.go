@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -217,8 +218,11 @@ func TestNewResourceWire(t *testing.T) {
 	if got := r.Wire.GetResource().GetTypeUrl(); got != claType {
 		t.Errorf("type URL %q", got)
 	}
-	if r.WireSize != proto.Size(r.Wire) {
-		t.Errorf("WireSize %d, proto.Size %d", r.WireSize, proto.Size(r.Wire))
+	// WireSize is what the resource adds to a response: the message plus
+	// its field tag and length (TestFramedIsTheResponseEncoding checks the
+	// bytes themselves).
+	if size := proto.Size(r.Wire); r.WireSize != size+protowire.SizeTag(2)+protowire.SizeVarint(uint64(size)) {
+		t.Errorf("WireSize %d, proto.Size %d", r.WireSize, size)
 	}
 	var back endpointv3.ClusterLoadAssignment
 	if err := proto.Unmarshal(r.Wire.GetResource().GetValue(), &back); err != nil {

@@ -36,7 +36,21 @@ type Subscription struct {
 	// same content is not resent in a loop, and the next change is.
 	sent    map[string]string
 	pending map[string]struct{}
-	closed  bool
+	// pendingPeak is the most names pending has held since it was last
+	// replaced: Go maps never shrink, and iterating a drained map that once
+	// held a full initial sync costs as much as iterating it full.
+	pendingPeak int
+	closed      bool
+}
+
+// pendingShrinkAt is the pendingPeak above which a drained pending map is
+// replaced by a fresh one.
+const pendingShrinkAt = 64
+
+func (sub *Subscription) notePendingPeak() {
+	if len(sub.pending) > sub.pendingPeak {
+		sub.pendingPeak = len(sub.pending)
+	}
 }
 
 // Subscribe opens a subscription to a type. notify is signalled (never
@@ -170,6 +184,7 @@ func (sub *Subscription) Update(c Change) error {
 		sub.wildcard = true
 	}
 
+	sub.notePendingPeak()
 	if len(sub.pending) > 0 {
 		sub.wake()
 	}
@@ -270,6 +285,9 @@ func (sub *Subscription) Next(maxBytes int) Batch {
 	t.mu.RUnlock()
 	if more {
 		sub.wake()
+	} else if len(sub.pending) == 0 && sub.pendingPeak > pendingShrinkAt {
+		sub.pending = make(map[string]struct{})
+		sub.pendingPeak = 0
 	}
 	sort.Slice(b.Resources, func(i, j int) bool { return b.Resources[i].Name < b.Resources[j].Name })
 	sort.Strings(b.Removed)
@@ -329,6 +347,7 @@ func (sub *Subscription) markPending(names []string) {
 	for _, n := range names {
 		sub.pending[n] = struct{}{}
 	}
+	sub.notePendingPeak()
 	sub.mu.Unlock()
 	sub.wake()
 }
