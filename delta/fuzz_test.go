@@ -130,6 +130,20 @@ func (s *scriptedStream) Send(resp *discoveryv3.DeltaDiscoveryResponse) error {
 	return nil
 }
 
+// SendMsg receives what the server writes: its pre-encoded responses,
+// decoded here exactly as a client would.
+func (s *scriptedStream) SendMsg(m any) error {
+	e, ok := m.(*encodedResponse)
+	if !ok {
+		s.t.Fatalf("server sent a %T", m)
+	}
+	resp, err := e.decode()
+	if err != nil {
+		s.t.Fatalf("undecodable response: %v", err)
+	}
+	return s.Send(resp)
+}
+
 func (s *scriptedStream) SetHeader(metadata.MD) error  { return nil }
 func (s *scriptedStream) SendHeader(metadata.MD) error { return nil }
 func (s *scriptedStream) SetTrailer(metadata.MD)       {}

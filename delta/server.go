@@ -96,11 +96,15 @@ func NewServer(store *xds.Store, opts Options) *Server {
 	}
 }
 
-// GRPCServerOptions returns the grpc.Server options that enforce the
-// server's request size limit: a larger request ends its stream with
-// ResourceExhausted.
+// GRPCServerOptions returns the grpc.Server options the server needs: the
+// codec that writes pre-encoded responses without copying them per stream,
+// and the request size limit (a larger request ends its stream with
+// ResourceExhausted). Pass them to grpc.NewServer.
 func (s *Server) GRPCServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(s.opts.MaxRequestBytes)}
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.MaxRecvMsgSize(s.opts.MaxRequestBytes),
+	}
 }
 
 // Register registers the ADS and EDS services on g.

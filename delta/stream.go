@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"sync"
 	"time"
 
@@ -300,28 +301,14 @@ func (st *stream) sendPending() error {
 }
 
 func (st *stream) send(ts *typeState, b xds.Batch) error {
-	resp := &discoveryv3.DeltaDiscoveryResponse{
-		TypeUrl:           ts.url,
-		Nonce:             st.s.nextNonce(),
-		SystemVersionInfo: batchVersion(b),
-		RemovedResources:  b.Removed,
-	}
-	if len(b.Resources) > 0 {
-		resp.Resources = make([]*discoveryv3.Resource, len(b.Resources))
-	}
-	size := 0
-	for i, r := range b.Resources {
-		resp.Resources[i] = r.Wire
-		size += r.WireSize
-	}
-	for _, n := range b.Removed {
-		size += len(n)
-	}
-	if err := st.grpc.Send(resp); err != nil {
-		return fmt.Errorf("send %s response to node %q: %w", ts.url, st.nodeID, err)
+	nonce := st.s.nextNonce()
+	resp := encodeResponse(b.Resources, b.Removed, ts.url, nonce, batchVersion(b))
+	size := resp.size()
+	if err := st.grpc.SendMsg(resp); err != nil {
+		return fmt.Errorf("send %s response to node %q (is the gRPC server built with delta.Server.GRPCServerOptions?): %w", ts.url, st.nodeID, err)
 	}
 	now := time.Now()
-	ts.nonce = resp.Nonce
+	ts.nonce = nonce
 	ts.inflight = true
 	ts.responses.Inc()
 	st.infoMu.Lock()
@@ -341,7 +328,7 @@ func (st *stream) send(ts *typeState, b xds.Batch) error {
 		}
 	}
 	if ce := st.log.Check(zap.DebugLevel, "sent response"); ce != nil {
-		ce.Write(zap.String("type_url", ts.url), zap.String("nonce", resp.Nonce),
+		ce.Write(zap.String("type_url", ts.url), zap.String("nonce", nonce),
 			zap.Int("resources", len(b.Resources)), zap.Int("removed", len(b.Removed)))
 	}
 	return nil
@@ -362,7 +349,7 @@ func batchVersion(b xds.Batch) string {
 		h.Write([]byte{1})
 		h.Write([]byte(n))
 	}
-	return fmt.Sprintf("%016x", h.Sum64())
+	return strconv.FormatUint(h.Sum64(), 16)
 }
 
 // info returns the stream's debug view; subscription counts are read live.
