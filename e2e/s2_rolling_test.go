@@ -79,6 +79,7 @@ func TestRollingRestartNeverEmpty(t *testing.T) {
 		MaxSurge: replicas / 4, MaxUnavailable: 0,
 		DrainFor: 2 * time.Second,
 		Observe:  tracker.Observe,
+		Made:     tracker.Made,
 	})
 	if err != nil {
 		t.Fatal(err)

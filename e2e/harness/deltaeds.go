@@ -73,7 +73,18 @@ func declaresModule(gomod []byte) bool {
 // changed source is always rebuilt, so the tests never run a stale binary. $DELTAEDS_E2E_BIN
 // overrides the build; $DELTAEDS_E2E_RACE=1 builds with -race.
 func BuildDeltaeds(ctx context.Context, dir string) (string, error) {
-	if bin := os.Getenv(EnvBinary); bin != "" {
+	return build(ctx, dir, "deltaeds", os.Getenv(EnvRace) == "1")
+}
+
+// BuildDeltaedsRace builds deltaeds with the race detector into dir, whatever the environment
+// says ($DELTAEDS_E2E_BIN is not used): a race-built process that saw a data race exits with
+// status 66, which Stop reports.
+func BuildDeltaedsRace(ctx context.Context, dir string) (string, error) {
+	return build(ctx, dir, "deltaeds-race", true)
+}
+
+func build(ctx context.Context, dir, name string, race bool) (string, error) {
+	if bin := os.Getenv(EnvBinary); bin != "" && name == "deltaeds" {
 		abs, err := filepath.Abs(bin)
 		if err != nil {
 			return "", fmt.Errorf("harness: %s: %w", EnvBinary, err)
@@ -87,9 +98,9 @@ func BuildDeltaeds(ctx context.Context, dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "deltaeds")
+	out := filepath.Join(dir, name)
 	args := []string{"build", "-o", out}
-	if os.Getenv(EnvRace) == "1" {
+	if race {
 		args = append(args, "-race")
 	}
 	args = append(args, ".")

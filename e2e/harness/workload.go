@@ -173,7 +173,7 @@ func (c *Cluster) Deploy(ctx context.Context, spec DeploymentSpec) (*Deployment,
 	}
 	d := &Deployment{c: c, spec: spec, rev: 1, pods: make(map[string]Pod)}
 	pods := d.newPods(spec.Replicas)
-	if err := d.createReady(ctx, pods, nil); err != nil {
+	if err := d.createReady(ctx, pods, nil, nil); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -223,7 +223,7 @@ func (d *Deployment) newPods(n int) []Pod {
 }
 
 // createReady creates pods and then marks each Running and Ready, reporting events to observe.
-func (d *Deployment) createReady(ctx context.Context, pods []Pod, observe func(Event)) error {
+func (d *Deployment) createReady(ctx context.Context, pods []Pod, observe, made func(Event)) error {
 	labels := make(map[string]string, len(d.spec.Labels)+1)
 	for k, v := range d.spec.Labels {
 		labels[k] = v
@@ -243,6 +243,9 @@ func (d *Deployment) createReady(ctx context.Context, pods []Pod, observe func(E
 		}
 		if _, err := d.c.CP.SetPodStatus(ctx, d.spec.Namespace, p.Name, p.IP, true); err != nil {
 			return fmt.Errorf("harness: %w", err)
+		}
+		if made != nil {
+			made(Event{Kind: PodReady, Service: d.spec.Name, Pod: p, At: time.Now()})
 		}
 		d.mu.Lock()
 		d.pods[p.Name] = p
@@ -285,13 +288,13 @@ func (d *Deployment) Remove(ctx context.Context, pod Pod) error {
 // Scale adds n ready pods of the current revision.
 func (d *Deployment) Scale(ctx context.Context, n int) ([]Pod, error) {
 	pods := d.newPods(n)
-	return pods, d.createReady(ctx, pods, nil)
+	return pods, d.createReady(ctx, pods, nil, nil)
 }
 
 // EventKind is what happened to a pod during a rollout.
 type EventKind int
 
-// The pod events a rollout reports, each just before the API call that makes it so.
+// The pod events a rollout reports.
 const (
 	// PodReady: a new pod is reported Running and Ready; its endpoint becomes ready.
 	PodReady EventKind = iota + 1
@@ -314,7 +317,7 @@ func (k EventKind) String() string {
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
 
-// Event is one pod change made by a rollout; At is taken just before the API call.
+// Event is one pod change made by a rollout.
 type Event struct {
 	Kind    EventKind
 	Service string // the Deployment's name
@@ -331,9 +334,10 @@ type RolloutOptions struct {
 	DrainFor time.Duration
 	// StepPause is waited between steps, like minReadySeconds (default none).
 	StepPause time.Duration
-	// Observe, if set, is told about every pod change just before it is made. It may be called
-	// from several goroutines at once.
-	Observe func(Event)
+	// Observe, if set, is told about every pod change just before it is made (At is then), and
+	// Made once the API call that made it returned (At is then). They may be called from several
+	// goroutines at once.
+	Observe, Made func(Event)
 	// Progress, if set, is called after each step with the pods replaced so far.
 	Progress func(replaced, total int)
 }
@@ -384,7 +388,13 @@ func (d *Deployment) RollingRestart(ctx context.Context, o RolloutOptions) error
 			if o.Observe != nil {
 				o.Observe(Event{Kind: PodGone, Service: d.spec.Name, Pod: due[i], At: time.Now()})
 			}
-			return d.Remove(ctx, due[i])
+			if err := d.Remove(ctx, due[i]); err != nil {
+				return err
+			}
+			if o.Made != nil {
+				o.Made(Event{Kind: PodGone, Service: d.spec.Name, Pod: due[i], At: time.Now()})
+			}
+			return nil
 		})
 	}
 
@@ -395,7 +405,7 @@ func (d *Deployment) RollingRestart(ctx context.Context, o RolloutOptions) error
 		up := min(replicas+o.MaxSurge-(len(old)+newCount), replicas-newCount)
 		if up > 0 {
 			pods := d.newPodsAt(up, rev)
-			if err := d.createReady(ctx, pods, o.Observe); err != nil {
+			if err := d.createReady(ctx, pods, o.Observe, o.Made); err != nil {
 				return err
 			}
 			newCount += up
@@ -410,7 +420,13 @@ func (d *Deployment) RollingRestart(ctx context.Context, o RolloutOptions) error
 				if o.Observe != nil {
 					o.Observe(Event{Kind: PodTerminating, Service: d.spec.Name, Pod: victims[i], At: time.Now()})
 				}
-				return d.Drain(ctx, victims[i])
+				if err := d.Drain(ctx, victims[i]); err != nil {
+					return err
+				}
+				if o.Made != nil {
+					o.Made(Event{Kind: PodTerminating, Service: d.spec.Name, Pod: victims[i], At: time.Now()})
+				}
+				return nil
 			}); err != nil {
 				return err
 			}
