@@ -1,8 +1,8 @@
 package harness
 
 import (
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"fmt"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"net/netip"
 	"time"
 
