@@ -61,7 +61,7 @@ type Server struct {
 	stopOnce sync.Once
 	stopped  chan struct{}
 
-	mu      sync.Mutex // guards streams
+	mu      sync.Mutex // guards streams, joining wg, and closing stopped
 	streams map[*stream]struct{}
 	wg      sync.WaitGroup // running stream handlers
 }
@@ -117,7 +117,9 @@ func (s *Server) Register(g grpc.ServiceRegistrar) {
 // to return, or for ctx to end. New streams are refused. Call it before
 // grpc.Server.GracefulStop, which otherwise waits for streams forever.
 func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
 	s.stopOnce.Do(func() { close(s.stopped) })
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()

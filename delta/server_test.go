@@ -4,6 +4,7 @@ import (
 	"context"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -419,5 +420,44 @@ func TestStopEndsStreams(t *testing.T) {
 	}
 	if n := len(f.server.Streams()); n != 0 {
 		t.Fatalf("%d streams left", n)
+	}
+}
+
+// TestStopRacesNewStreams opens streams while the server stops: every
+// stream either is refused or is ended and waited for. The window in which
+// a stream joined the handlers' WaitGroup unordered with Stop's Wait is too
+// narrow to hit reliably here; e2e's TestShutdownWithStreamsIsRaceFree, which
+// found it, hits it with a race-built binary.
+func TestStopRacesNewStreams(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		f := newFixture(t, Options{})
+		f.set(1, "a")
+		f.store.MarkSynced()
+		var wg sync.WaitGroup
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(f.conn).DeltaAggregatedResources(ctx)
+				if err != nil {
+					return
+				}
+				_ = s.Send(&req{Node: &corev3.Node{Id: "n"}, TypeUrl: EndpointType, ResourceNamesSubscribe: []string{"a"}})
+				for {
+					if _, err := s.Recv(); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		if err := f.server.Stop(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if n := len(f.server.Streams()); n != 0 {
+			t.Fatalf("%d streams outlived Stop", n)
+		}
 	}
 }

@@ -68,11 +68,6 @@ var errStopping = status.Error(codes.Unavailable, "deltaeds is shutting down")
 // serve runs one Delta xDS stream until the client goes away, the server
 // stops, or the client breaks a rule (ending the stream with a status).
 func (s *Server) serve(gs deltaStream, defaultType string) error {
-	select {
-	case <-s.stopped:
-		return errStopping
-	default:
-	}
 	ctx := gs.Context()
 	st := &stream{
 		s:           s,
@@ -87,7 +82,15 @@ func (s *Server) serve(gs deltaStream, defaultType string) error {
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		st.infoData.Peer = p.Addr.String()
 	}
+	// Checking stopped and joining wg under one lock orders every Add before
+	// Stop's Wait: Stop closes stopped under the same lock.
 	s.mu.Lock()
+	select {
+	case <-s.stopped:
+		s.mu.Unlock()
+		return errStopping
+	default:
+	}
 	s.streams[st] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
