@@ -54,15 +54,26 @@ func main() {
 		os.Exit(2)
 	}
 
-	// The first Ctrl-C cancels ctx and everything winds down in order; restoring the default
-	// handling then lets a second Ctrl-C end the process at once (its children die with it).
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first Ctrl-C cancels ctx and everything winds down in order; a second one ends the
+	// process at once, and its children die with it (parent-death signal).
+	dir, err := os.MkdirTemp("", "deltaeds-demo-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: creating a temporary folder: %v\n", err)
+		os.Exit(1)
+	}
+	d := &demo{cfg: cfg, out: os.Stdout, tty: isTerminal(os.Stdout), dir: dir}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		<-ctx.Done()
-		stop()
+		<-sigs
+		cancel()
+		<-sigs
+		fmt.Fprintf(os.Stderr, "\ninterrupted twice: exiting now; the children die with this process, %s may be left behind\n", d.dir)
+		os.Exit(130)
 	}()
-	d := &demo{cfg: cfg, out: os.Stdout, tty: isTerminal(os.Stdout)}
-	err := d.run(ctx)
+	stop := func() { signal.Stop(sigs) }
+	err = d.run(ctx)
 	interrupted := ctx.Err() != nil
 	cleanErr := d.cleanup(interrupted)
 	stop()
@@ -113,9 +124,6 @@ func (d *demo) run(ctx context.Context) error {
 		c.services, c.pods, total, c.zones, c.clients)
 
 	var err error
-	if d.dir, err = os.MkdirTemp("", "deltaeds-demo-"); err != nil {
-		return fmt.Errorf("creating a temporary folder: %w", err)
-	}
 	d.logDir = c.logs
 	if d.logDir == "" {
 		d.logDir = filepath.Join(d.dir, "logs")
@@ -137,7 +145,11 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 1. The binary and the control plane.
 	bin := c.deltaeds
-	if err := d.step("building deltaeds and starting etcd, kube-apiserver, kube-controller-manager", func() (string, error) {
+	what := "starting etcd, kube-apiserver and kube-controller-manager (EndpointSlice controllers)"
+	if bin == "" {
+		what += ", building deltaeds meanwhile"
+	}
+	if err := d.step(what, func() (string, error) {
 		var buildErr error
 		built := make(chan struct{})
 		if bin == "" {
@@ -308,6 +320,9 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	afterRollout := d.fleet.Stats()
 	lat := tracker.Stats()
+	// deltaeds' own view of the rollout, before the restart below resets its counters.
+	m, _ := d.deltaed.Metrics(ctx)
+	rss, _ := d.deltaed.RSS()
 
 	// 6. Restart deltaeds: Envoys reconnect presenting what they hold and are resent nothing.
 	// Once they hold a canary subscribed after the restart, anything resent has arrived.
@@ -334,8 +349,6 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 7. The summary.
 	final := d.fleet.Stats()
-	m, _ := d.deltaed.Metrics(ctx)
-	rss, _ := d.deltaed.RSS()
 	fmt.Fprintf(d.out, "\nSummary (rolling restart of %d pods in %s)\n", total, rollTime.Round(100*time.Millisecond))
 	rows := [][2]string{
 		{"propagation latency, pod change -> Envoy holds the CLA", fmt.Sprintf("p50 %s   p99 %s   max %s   (%d samples)", ms(lat.P50), ms(lat.P99), ms(lat.Max), lat.Count)},
@@ -351,8 +364,8 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	if m != nil {
 		rows = append(rows,
-			[2]string{"deltaeds: event -> response sent (its own histogram)", fmt.Sprintf("p50 %s   p99 %s", secs(m.Quantile("deltaeds_propagation_send_seconds", 0.5)), secs(m.Quantile("deltaeds_propagation_send_seconds", 0.99)))},
-			[2]string{"deltaeds: resident memory", bytesString(uint64(rss))})
+			[2]string{"deltaeds: slice event -> response sent (its histogram)", fmt.Sprintf("p50 %s   p99 %s", secs(m.Quantile("deltaeds_propagation_send_seconds", 0.5)), secs(m.Quantile("deltaeds_propagation_send_seconds", 0.99)))},
+			[2]string{"deltaeds: resident memory after the rollout", bytesString(uint64(rss))})
 	}
 	width := 0
 	for _, r := range rows {
