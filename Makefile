@@ -4,6 +4,8 @@
 GO       ?= go
 BIN      := bin/deltaeds
 PKGS     := ./...
+# The e2e scenarios (package ./e2e) run in their own target, against a race-built binary.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '^github.com/deltaeds/deltaeds/e2e$$')
 
 .PHONY: all build test fmt-check vet unit bench clean testbin clean-testbin
 
@@ -20,7 +22,7 @@ vet:
 	$(GO) vet $(PKGS)
 
 unit:
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 # Real etcd, kube-apiserver, kube-controller-manager and kubectl for the e2e tests (e2e/controlplane),
 # built from the Go module proxy into .testbin/; cached, so a second run takes a second.
