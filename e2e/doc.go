@@ -29,6 +29,8 @@
 //     subscribing to a million names, garbage requests; clear errors, and everyone else is
 //     served throughout.
 //
+// bugs_test.go keeps a regression test for each bug in deltaeds that these runs found.
+//
 // Every scenario also checks that the clients saw no protocol violation, that deltaeds exits
 // cleanly on SIGTERM, and that it leaves no goroutine behind; TestMain checks that no child
 // process outlives the run. Set DELTAEDS_E2E_BIN to test a prebuilt binary and

@@ -14,7 +14,9 @@
 //   - fleets of envoysim clients and readers of the CLAs they hold (priorities, zones, ports,
 //     health);
 //   - test-only plumbing: a TCP proxy that moves clients between replicas, throwaway mTLS
-//     certificates, a propagation-latency tracker, and a check for leftover child processes.
+//     certificates, a propagation-latency tracker (split into the controller's part and
+//     deltaeds' with an EndpointSlice watcher of its own), a small /metrics parser, and a check
+//     for leftover child processes.
 //
 // It must never:
 //   - be imported by the product binary or by the packages it tests (xds, delta, watch,
