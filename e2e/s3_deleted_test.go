@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"testing"
 	"time"
 
@@ -21,14 +22,18 @@ func TestServiceDeleted(t *testing.T) {
 	e := scenario(t, ns)
 	gone := e.service(t, ns, "gone", 3)
 	back := e.service(t, ns, "back", 3)
+	ports := e.service(t, ns, "ports", 3, httpPort, metricsPort)
 	goneName := translate.ClusterName(ns, "gone", "http")
 	backName := translate.ClusterName(ns, "back", "http")
+	keptName := translate.ClusterName(ns, "ports", "http")
+	droppedName := translate.ClusterName(ns, "ports", "metrics")
 
 	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s3", DeletedGracePeriod: grace})
 	rec := &recorder{}
 	f := e.fleet(t, harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "s3", OnApply: rec.onApply})
-	f.Subscribe(goneName, backName)
-	waitAll(t, "both Services", f, holdsAll(holds(goneName, gone.IPs(), nil), holds(backName, back.IPs(), nil)))
+	f.Subscribe(goneName, backName, keptName, droppedName)
+	waitAll(t, "every Service", f, holdsAll(holds(goneName, gone.IPs(), nil), holds(backName, back.IPs(), nil),
+		holds(keptName, ports.IPs(), nil), holds(droppedName, ports.IPs(), nil)))
 	ctx := t.Context()
 
 	// The two halves touch different Services and run side by side.
@@ -102,6 +107,40 @@ func TestServiceDeleted(t *testing.T) {
 			}
 			if h, ok := c.Get(backName); !ok || len(harness.Endpoints(h.CLA)) != 3 {
 				t.Errorf("client %d: holds %s after the grace period", i, harness.Summary(h.CLA))
+			}
+		}
+	})
+
+	// A port removed from a live Service goes the same way as a deleted Service, and its
+	// other port is untouched.
+	t.Run("removed port: empty at once, removed after the grace period", func(t *testing.T) {
+		t.Parallel()
+		mark := rec.mark()
+		svcs := e.cp.Client().CoreV1().Services(ns)
+		svc, err := svcs.Get(ctx, "ports", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Spec.Ports = svc.Spec.Ports[:1] // http only
+		if svc.Spec.Ports[0].Name != "http" {
+			t.Fatalf("first port is %q", svc.Spec.Ports[0].Name)
+		}
+		if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitAll(t, "an empty CLA for the removed port", f, func(s envoysim.State) bool {
+			h, ok := s.Get(droppedName)
+			return ok && len(harness.Endpoints(h.CLA)) == 0
+		})
+		waitAll(t, "the removal of the removed port", f, func(s envoysim.State) bool { return s.Removed(droppedName) })
+		for i, c := range f.Clients {
+			for _, ev := range rec.since(mark, i, keptName) {
+				if ev.removed || ev.endpoints != 3 {
+					t.Errorf("client %d: the kept port changed: %+v", i, ev)
+				}
+			}
+			if h, ok := c.Get(keptName); !ok || len(harness.Endpoints(h.CLA)) != 3 {
+				t.Errorf("client %d: the kept port is %s", i, harness.Summary(h.CLA))
 			}
 		}
 	})
