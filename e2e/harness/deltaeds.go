@@ -184,28 +184,37 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	var err error
-	if opts.XDSAddress == "" {
-		if opts.XDSAddress, err = FreeAddress(); err != nil {
-			return nil, err
-		}
-	}
-	if opts.AdminAddress == "" {
-		if opts.AdminAddress, err = FreeAddress(); err != nil {
-			return nil, err
-		}
-	}
 	p := &Process{
 		opts:    opts,
 		log:     opts.Logger.With(zap.String("process", opts.Name)),
 		logPath: filepath.Join(opts.LogDir, opts.Name+".log"),
 		http:    &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second},
 	}
-	p.args = p.serveArgs()
-	if err := p.start(ctx); err != nil {
-		return nil, err
+	// Ports picked here may be taken by someone else before deltaeds binds them: then pick
+	// others. (A restart keeps its ports, since clients dial them; see StartAgain.)
+	pick := opts.XDSAddress == "" || opts.AdminAddress == ""
+	for attempt := 1; ; attempt++ {
+		var err error
+		if opts.XDSAddress == "" {
+			if p.opts.XDSAddress, err = FreeAddress(); err != nil {
+				return nil, err
+			}
+		}
+		if opts.AdminAddress == "" {
+			if p.opts.AdminAddress, err = FreeAddress(); err != nil {
+				return nil, err
+			}
+		}
+		p.args = p.serveArgs()
+		err = p.startOnce(ctx)
+		if err == nil {
+			return p, nil
+		}
+		if !pick || attempt == 3 || !errors.Is(err, errExitedEarly) || !p.portTaken() {
+			return nil, err
+		}
+		p.log.Info("a port was taken, picking others", zap.Error(err))
 	}
-	return p, nil
 }
 
 func (p *Process) serveArgs() []string {
@@ -260,7 +269,10 @@ func (p *Process) start(ctx context.Context) error {
 // errExitedEarly marks a run that exited before it was ready.
 var errExitedEarly = errors.New("exited before it was ready")
 
+// startOnce launches the process once and waits for readiness (bounded by ReadyTimeout).
 func (p *Process) startOnce(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.ReadyTimeout)
+	defer cancel()
 	lf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("harness: %s: opening the log: %w", p.opts.Name, err)
