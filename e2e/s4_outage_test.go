@@ -133,6 +133,19 @@ func TestAPIServerOutage(t *testing.T) {
 	}); err != nil {
 		t.Errorf("/readyz after the outage: %v", err)
 	}
+
+	// Leave the shared control plane as found: the controller's informers recover one by one
+	// after an outage, and until its EndpointSlice informer has relisted, updates to slices it
+	// created since are refused as stale and retried with backoff. A new Service whose pod then
+	// turns unready goes through both paths.
+	start := time.Now()
+	probe := e.service(t, ns, "settle", 1)
+	waitReadyEndpoints(t, e, ns, append(want, probe.IPs()...))
+	if err := probe.SetReady(t.Context(), probe.Pods()[0], false); err != nil {
+		t.Fatal(err)
+	}
+	waitReadyEndpoints(t, e, ns, want)
+	t.Logf("the EndpointSlice controller is fully back %s after the checks", time.Since(start).Round(100*time.Millisecond))
 }
 
 type errString string

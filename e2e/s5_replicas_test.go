@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
@@ -127,7 +128,9 @@ func TestRestartAndReplicas(t *testing.T) {
 				rest = append(rest, ip)
 			}
 		}
+		start := time.Now()
 		waitAll(t, "the change on replica B", watchB, holds(names[i], rest, nil))
+		t.Logf("%s: a pod turned unready reached replica B in %s", names[i], time.Since(start).Round(100*time.Millisecond))
 		return names[i]
 	}
 
