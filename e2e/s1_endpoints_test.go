@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -158,5 +162,52 @@ func TestEndpointsFollowPods(t *testing.T) {
 	}
 	if got := m.Value("deltaeds_xds_nacks_total"); got != 0 {
 		t.Errorf("deltaeds_xds_nacks_total = %v, want 0", got)
+	}
+
+	// The admin debug endpoints describe the same state.
+	var streams struct {
+		Count   int `json:"count"`
+		Streams []struct {
+			NodeID        string `json:"node_id"`
+			Subscriptions int    `json:"subscriptions"`
+		} `json:"streams"`
+	}
+	getJSON(t, p, "/debug/streams", &streams)
+	if streams.Count != len(f.Clients) || len(streams.Streams) != len(f.Clients) {
+		t.Errorf("/debug/streams lists %d streams, want %d", streams.Count, len(f.Clients))
+	}
+	for _, st := range streams.Streams {
+		if !strings.HasPrefix(st.NodeID, "s1-") || st.Subscriptions != 2 {
+			t.Errorf("/debug/streams: %+v, want a node s1-N subscribed to 2 names", st)
+		}
+	}
+	var res struct {
+		Count     int `json:"count"`
+		Resources []struct {
+			Name      string `json:"name"`
+			Version   string `json:"version"`
+			Endpoints int    `json:"endpoints"`
+		} `json:"resources"`
+	}
+	getJSON(t, p, "/debug/resources?name="+url.QueryEscape(httpName), &res)
+	held, _ := f.Clients[0].Get(httpName)
+	if res.Count != 1 || res.Resources[0].Version != held.Version || res.Resources[0].Endpoints != len(harness.Endpoints(held.CLA)) {
+		t.Errorf("/debug/resources?name=%s = %+v; the clients hold version %s with %d endpoints",
+			httpName, res, held.Version, len(harness.Endpoints(held.CLA)))
+	}
+}
+
+// getJSON fetches an admin path and decodes its JSON body into v.
+func getJSON(t *testing.T, p *harness.Process, path string, v any) {
+	t.Helper()
+	code, body, err := p.Get(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v\n%s", path, err, body)
 	}
 }
