@@ -4,8 +4,15 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -56,4 +63,88 @@ func TestShutdownWithStreamsIsRaceFree(t *testing.T) {
 			t.Fatalf("run %d: stopping deltaeds with 5 streams open: %v\n%s", i, stopErr, log)
 		}
 	}
+}
+
+// TestResubscribeResends (fails until fixed): Envoy may drop a resource and want it back
+// before it has told the server it dropped it. Its delta subscription state (delta_subscription_state.cc,
+// updateSubscriptionInterest) turns "removed then added before the next request" into a plain
+// subscribe, "because our user may have forgotten its copy of the resource after instructing us
+// to remove it, and need to be reminded of it". So a subscribe for a name the stream is already
+// subscribed to must be answered with the resource, as must a subscribe after an unsubscribe.
+//
+// deltaeds answers the second but not the first: xds.(*Subscription).Update skips a subscribed
+// name that is already in sub.names ("if _, ok := sub.names[n]; ok { continue }"), so
+// sub.sent[n] still says the client holds the current version and Next never resends it. A
+// real Envoy whose EDS cluster is removed and re-added between two requests then waits out
+// initial_fetch_timeout and comes up with no endpoints until the Service next changes.
+// Suggested fix: for a name already subscribed, delete sub.sent[n] and mark it pending.
+func TestResubscribeResends(t *testing.T) {
+	const ns = "bug-resubscribe"
+	e := scenario(t, ns)
+	e.service(t, ns, "svc", 2)
+	name := translate.ClusterName(ns, "svc", "http")
+	p := e.deltaeds(t, harness.Options{Name: "deltaeds-resubscribe"})
+	conn, err := grpc.NewClient(p.XDSAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	// expect reads responses, ACKing each, until one carries name.
+	expect := func(t *testing.T, s discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, what string) {
+		t.Helper()
+		type result struct {
+			resp *discoveryv3.DeltaDiscoveryResponse
+			err  error
+		}
+		for {
+			ch := make(chan result, 1)
+			go func() { r, err := s.Recv(); ch <- result{r, err} }()
+			select {
+			case r := <-ch:
+				if r.err != nil {
+					t.Fatalf("%s: %v", what, r.err)
+				}
+				if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: envoysim.TypeURLClusterLoadAssignment, ResponseNonce: r.resp.GetNonce()}); err != nil {
+					t.Fatal(err)
+				}
+				for _, res := range r.resp.GetResources() {
+					if res.GetName() == name {
+						return
+					}
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: no response carrying %s within 10s", what, name)
+			}
+		}
+	}
+	open := func(t *testing.T, id string) discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
+		s := deltaStream(t, conn)
+		if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: id}, TypeUrl: envoysim.TypeURLClusterLoadAssignment,
+			ResourceNamesSubscribe: []string{name}}); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, s, "the first subscription")
+		return s
+	}
+
+	t.Run("unsubscribe, then subscribe again", func(t *testing.T) {
+		s := open(t, "resubscribe-1")
+		for _, req := range []*discoveryv3.DeltaDiscoveryRequest{
+			{TypeUrl: envoysim.TypeURLClusterLoadAssignment, ResourceNamesUnsubscribe: []string{name}},
+			{TypeUrl: envoysim.TypeURLClusterLoadAssignment, ResourceNamesSubscribe: []string{name}},
+		} {
+			if err := s.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		expect(t, s, "after unsubscribing and subscribing again")
+	})
+	t.Run("subscribe again without unsubscribing (Envoy's removed-then-added)", func(t *testing.T) {
+		s := open(t, "resubscribe-2")
+		if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: envoysim.TypeURLClusterLoadAssignment, ResourceNamesSubscribe: []string{name}}); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, s, "after subscribing again")
+	})
 }
