@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -50,9 +54,13 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	// write replaces a file atomically, as a Secret volume or cert-manager does.
 	write := func(name string, data []byte) string {
 		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, data, 0o600); err != nil {
+		if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
 			t.Fatal(err)
 		}
 		return path
@@ -114,6 +122,61 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAll(t, "a change over mTLS", f, holds(name, []string{pods[1].IP, pods[2].IP}, nil))
+
+	// The serving certificate is rotated on disk: new connections get the new one (deltaeds
+	// checks the files at most every 10 s), existing streams carry on.
+	rotated, err := ca.IssueServer("deltaeds-rotated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("server.crt", rotated.CertPEM)
+	write("server.key", rotated.KeyPEM)
+	want, err := parseCert(rotated.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	var served *x509.Certificate
+	if err := harness.Eventually(waitCtx(t), func() error {
+		c, err := tls.Dial("tcp", p.XDSAddress(), &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{clientCert}, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		served = c.ConnectionState().PeerCertificates[0]
+		if served.SerialNumber.Cmp(want.SerialNumber) != 0 {
+			return fmt.Errorf("still serving %s (serial %s)", served.Subject.CommonName, served.SerialNumber)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the rotated certificate was not picked up: %v", err)
+	}
+	if err := tryStream(t, p.XDSAddress(), creds(ca.CertPEM, &client), name); err != nil {
+		t.Fatalf("a new client after the rotation: %v", err)
+	}
+	pods = d.Pods()
+	if err := d.SetReady(t.Context(), pods[1], false); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, "a change after the rotation, on the old streams", f, holds(name, []string{pods[2].IP}, nil))
+	for i, c := range f.Clients {
+		if s := c.Stats(); s.Reconnects != 0 {
+			t.Errorf("client %d reconnected %d times across the rotation", i, s.Reconnects)
+		}
+	}
+}
+
+func parseCert(certPEM []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return nil, fmt.Errorf("no PEM block")
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 // tryStream opens a Delta ADS stream with creds, subscribes to name and waits for one response.
