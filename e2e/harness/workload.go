@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,7 +191,7 @@ func (d *Deployment) Pods() []Pod {
 	for _, p := range d.pods {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b Pod) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Pod) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -363,7 +364,7 @@ func (d *Deployment) RollingRestart(ctx context.Context, o RolloutOptions) error
 		}
 	}
 	d.mu.Unlock()
-	slices.SortFunc(old, func(a, b Pod) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(old, func(a, b Pod) int { return strings.Compare(a.Name, b.Name) })
 	replicas := d.spec.Replicas
 	total := len(old)
 
@@ -519,14 +520,4 @@ func Parallel(parent context.Context, workers, n int, fn func(ctx context.Contex
 		return parent.Err()
 	}
 	return firstErr
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
