@@ -95,6 +95,16 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}},
+		{"subscribing again while subscribed sends the resource again", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+			// Envoy removes a cluster and adds it back without unsubscribing
+			// in between, and waits for the CLA it dropped.
+			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
+			rs.ack(rs.next())
+			rs.send(&req{ResourceNamesSubscribe: []string{"a"}})
+			if got := names(rs.next()); !reflect.DeepEqual(got, []string{"a"}) {
+				t.Fatalf("got %v", got)
+			}
+		}},
 		{"explicit wildcard gets everything, then additions and removals", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"*"}})
 			resp := rs.next()

@@ -65,19 +65,19 @@ func TestShutdownWithStreamsIsRaceFree(t *testing.T) {
 	}
 }
 
-// TestResubscribeResends (fails until fixed): Envoy may drop a resource and want it back
-// before it has told the server it dropped it. Its delta subscription state (delta_subscription_state.cc,
+// TestResubscribeResends: Envoy may drop a resource and want it back before it has told the
+// server it dropped it. Its delta subscription state (delta_subscription_state.cc,
 // updateSubscriptionInterest) turns "removed then added before the next request" into a plain
 // subscribe, "because our user may have forgotten its copy of the resource after instructing us
 // to remove it, and need to be reminded of it". So a subscribe for a name the stream is already
 // subscribed to must be answered with the resource, as must a subscribe after an unsubscribe.
 //
-// deltaeds answers the second but not the first: xds.(*Subscription).Update skips a subscribed
-// name that is already in sub.names ("if _, ok := sub.names[n]; ok { continue }"), so
-// sub.sent[n] still says the client holds the current version and Next never resends it. A
-// real Envoy whose EDS cluster is removed and re-added between two requests then waits out
-// initial_fetch_timeout and comes up with no endpoints until the Service next changes.
-// Suggested fix: for a name already subscribed, delete sub.sent[n] and mark it pending.
+// deltaeds answered the second but not the first: xds.(*Subscription).Update skipped a
+// subscribed name already in sub.names, so sub.sent still said the client held the current
+// version and Next never resent it. A real Envoy whose EDS cluster is removed and re-added
+// between two requests then waited out initial_fetch_timeout and came up with no endpoints
+// until the Service next changed. Fixed: Update forgets what the client holds of a name
+// subscribed to again (unless the same request declares it in initial_resource_versions).
 func TestResubscribeResends(t *testing.T) {
 	const ns = "bug-resubscribe"
 	e := scenario(t, ns)

@@ -86,10 +86,11 @@ type Change struct {
 	InitialVersions map[string]string
 }
 
-// Update applies a subscription change. Newly subscribed names and names
-// listed in InitialVersions become pending, so Next answers them: with the
-// resource when the client lacks its current version, with a removal when
-// it does not exist. Unsubscribing sends nothing back.
+// Update applies a subscription change. Subscribed names and names listed in
+// InitialVersions become pending, so Next answers them: with the resource
+// when the client lacks its current version, with a removal when it does not
+// exist. A name subscribed to again while subscribed is answered again, unless
+// the same change declares the client's version of it. Unsubscribing sends nothing back.
 func (sub *Subscription) Update(c Change) error {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
@@ -133,12 +134,18 @@ func (sub *Subscription) Update(c Change) error {
 			wildcardOff = false
 			continue
 		}
+		sub.pending[n] = struct{}{}
 		if _, ok := sub.names[n]; ok {
+			if _, declared := c.InitialVersions[n]; !declared {
+				// A client naming again a name it is subscribed to has
+				// dropped its copy (Envoy removes a cluster and adds it back
+				// without unsubscribing in between): answer it again.
+				delete(sub.sent, n)
+			}
 			continue
 		}
 		sub.names[n] = struct{}{}
 		index = append(index, n)
-		sub.pending[n] = struct{}{}
 	}
 	if wildcardOff && sub.wildcard {
 		sub.wildcard = false

@@ -28,7 +28,8 @@ func newSimClient() *simClient {
 }
 
 // update records a subscription change the client sent (and the server
-// accepted). A client forgets what it unsubscribes from.
+// accepted). A client forgets what it unsubscribes from, and what it
+// subscribes to again while subscribed.
 func (c *simClient) update(ch Change) {
 	for n, v := range ch.InitialVersions {
 		c.held[n] = v
@@ -53,6 +54,11 @@ func (c *simClient) update(ch Change) {
 			c.wildcard = true
 			wildcardOff = false
 			continue
+		}
+		if _, declared := ch.InitialVersions[n]; c.names[n] && !declared {
+			// Naming a subscribed name again means the client dropped it.
+			delete(c.held, n)
+			delete(c.absent, n)
 		}
 		c.names[n] = true
 	}
@@ -378,16 +384,31 @@ func TestNext(t *testing.T) {
 			doSub(wakeYes, "m"),
 			doNext(none, "m"),
 		}},
-		{"re-subscribing a held name sends nothing", []step{
+		{"re-subscribing a subscribed name answers it again", []step{
+			// Envoy removes a cluster and adds it back without unsubscribing
+			// in between; it no longer holds the CLA and waits for it.
 			doSync(),
 			doApply(wakeAny, set("a", 1)),
 			doSub(wakeYes, "a"),
 			doNext([]string{"a@1"}),
-			doSub(wakeNo, "a"),
+			doSub(wakeYes, "a"),
+			doNext([]string{"a@1"}),
+			doSub(wakeYes, "gone"),
+			doNext(none, "gone"),
+			doSub(wakeYes, "gone"),
+			doNext(none, "gone"),
+			{change: &Change{Subscribe: []string{"a"}}, initial: map[string]int{"a": 1}, woken: wakeYes},
 			doNext(none),
+		}},
+		{"re-subscribing the wildcard sends nothing", []step{
+			doSync(),
+			doApply(wakeAny, set("a", 1)),
+			doSub(wakeYes, "a"),
+			doNext([]string{"a@1"}),
 			doSub(wakeYes, Wildcard),
 			doNext(none),
 			doSub(wakeNo, Wildcard),
+			doNext(none),
 		}},
 		{"named subscription ignores other names", []step{
 			doSync(),
