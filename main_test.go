@@ -3,17 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +34,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/admin"
 	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/e2e/testpki"
 	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/xds"
 )
@@ -641,55 +636,28 @@ type testPKI struct {
 func newPKI(t *testing.T) testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	write := func(name string, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	keyDER := func(k *ecdsa.PrivateKey) []byte {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
-	now := time.Now()
-	caKey := newKey()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, err := testpki.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
-		k := newKey()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, DNSNames: dns, IPAddresses: ips}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, k
+	server, err := ca.IssueServer("deltaeds", "deltaeds.test")
+	if err != nil {
+		t.Fatal(err)
 	}
-	p := testPKI{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	p.caCert = write("ca.crt", "CERTIFICATE", caDER)
-	sDER, sKey := leaf(2, "deltaeds", x509.ExtKeyUsageServerAuth, []string{"deltaeds.test"}, []net.IP{net.IPv4(127, 0, 0, 1)})
-	p.serverCert, p.serverKey = write("tls.crt", "CERTIFICATE", sDER), write("tls.key", "PRIVATE KEY", keyDER(sKey))
-	cDER, cKey := leaf(3, "envoy", x509.ExtKeyUsageClientAuth, nil, nil)
-	p.clientCert, p.clientKey = write("client.crt", "CERTIFICATE", cDER), write("client.key", "PRIVATE KEY", keyDER(cKey))
+	client, err := ca.IssueClient("envoy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testPKI{pool: ca.Pool(), caCert: filepath.Join(dir, "ca.crt")}
+	if err := os.WriteFile(p.caCert, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p.serverCert, p.serverKey, err = server.WriteFiles(dir, "tls"); err != nil {
+		t.Fatal(err)
+	}
+	if p.clientCert, p.clientKey, err = client.WriteFiles(dir, "client"); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 

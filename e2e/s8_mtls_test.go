@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/e2e/testpki"
 	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/translate"
 )
@@ -33,7 +34,7 @@ func TestMutualTLS(t *testing.T) {
 	name := translate.ClusterName(ns, "vault", "http")
 
 	// A CA for deltaeds and its Envoys, and an impostor CA.
-	ca, err := harness.NewCA("deltaeds-e2e-ca")
+	ca, err := testpki.NewCA("deltaeds-e2e-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rogueCA, err := harness.NewCA("rogue-ca")
+	rogueCA, err := testpki.NewCA("rogue-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func TestMutualTLS(t *testing.T) {
 		TLSClientCAFile: write("ca.crt", ca.CertPEM),
 	})
 
-	creds := func(roots []byte, kp *harness.KeyPair) credentials.TransportCredentials {
+	creds := func(roots []byte, kp *testpki.KeyPair) credentials.TransportCredentials {
 		c, err := harness.ClientCreds(roots, kp)
 		if err != nil {
 			t.Fatal(err)
