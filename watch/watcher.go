@@ -205,7 +205,7 @@ func (w *Watcher) enqueue(key string, at time.Time) {
 func (w *Watcher) Run(ctx context.Context) error {
 	w.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "deltaeds_services"})
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "deltaeds_services", MetricsProvider: queueMetrics{w.metrics}})
 	defer w.queue.ShutDown()
 	for _, f := range w.factories {
 		f.Start(ctx.Done())
