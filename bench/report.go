@@ -141,7 +141,7 @@ func printWorkload(out io.Writer, wr WorkloadReport) {
 	if w.Restart {
 		fmt.Fprintln(tw, "server\tresent\treconnect s\tcpu s\tMB sent\tpeak RSS MB\tx\tsync s\tviolations\t")
 	} else {
-		fmt.Fprintln(tw, "server\tcpu s/1k chg\tx\tp50 ms\tp99 ms\tx\tmax ms\tMB sent\tres sent\tpeak RSS MB\tx\tsync s\tfleet cpu\tviolations\t")
+		fmt.Fprintln(tw, "server\tcpu s/1k chg\tx\tp50 ms\tp99 ms\tx\tmax ms\tMB sent\tres sent\tresponses\tpeak RSS MB\tx\tsync s\tfleet cpu\tviolations\t")
 	}
 	var errs []string
 	for _, r := range wr.Results {
@@ -179,8 +179,8 @@ func printWorkload(out io.Writer, wr WorkloadReport) {
 		if r.ChangeSeconds > 0 {
 			fleetCPU = fmt.Sprintf("%.0f%%", 100*r.FleetCPUSeconds/r.ChangeSeconds)
 		}
-		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%.1f\t%.1f\t%s\t%.1f\t%s\t%d\t%s\t%s\t%.2f\t%s\t%d\t\n", r.Server, r.CPUPer1kChanges, cpuX,
-			p50, p99, p99X, pmax, mb(r.BytesChanges), r.ResourcesChanges, mb(r.PeakRSSBytes), rss, r.SyncSeconds, fleetCPU, r.Violations)
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%.1f\t%.1f\t%s\t%.1f\t%s\t%d\t%d\t%s\t%s\t%.2f\t%s\t%d\t\n", r.Server, r.CPUPer1kChanges, cpuX,
+			p50, p99, p99X, pmax, mb(r.BytesChanges), r.ResourcesChanges, r.ResponsesChanges, mb(r.PeakRSSBytes), rss, r.SyncSeconds, fleetCPU, r.Violations)
 	}
 	_ = tw.Flush()
 	for _, e := range errs {

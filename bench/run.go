@@ -90,6 +90,10 @@ type Result struct {
 	CDF              []CDFPoint   `json:"latency_cdf,omitempty"`
 	BytesChanges     uint64       `json:"bytes_changes,omitempty"`
 	ResourcesChanges uint64       `json:"resources_changes,omitempty"`
+	// ResponsesChanges counts responses over the change phase: fewer than
+	// resources means changes rode together (batched behind an ACK, or
+	// coalesced for a stream that was behind).
+	ResponsesChanges uint64 `json:"responses_changes,omitempty"`
 
 	// Initial sync: from starting the fleet until every client held every
 	// name it wants.
@@ -375,6 +379,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 	res.CPUPer1kChanges = res.CPUSeconds / float64(sent) * 1000
 	res.BytesChanges = c2.Bytes - c1.Bytes
 	res.ResourcesChanges = c2.Resources - c1.Resources
+	res.ResponsesChanges = c2.Responses - c1.Responses
 	res.PeakRSSBytes = s2.PeakRSSBytes
 	res.Latency, res.CDF = summarize(lat)
 	if incomplete != nil {
