@@ -105,7 +105,8 @@ func (f *fixture) version(name string) string {
 	return r.Version
 }
 
-// counter reads a metric's value summed over its label values.
+// counter reads a metric's value summed over its label values (for a
+// histogram, its number of observations).
 func (f *fixture) counter(name string) float64 {
 	f.t.Helper()
 	mfs, err := f.reg.Gather()
@@ -118,7 +119,7 @@ func (f *fixture) counter(name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			total += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
 		}
 	}
 	return total

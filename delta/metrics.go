@@ -19,7 +19,9 @@ type Metrics struct {
 	IgnoredTypes     *prometheus.CounterVec // by type_url
 	// EventToSend and EventToACK measure propagation: from when the change
 	// behind a resource was observed upstream to its response being written,
-	// and to the client's ACK of it (convergence).
+	// and to the client's ACK of it (convergence). Only changes to what a
+	// stream was subscribed to count (xds.Batch.Observed): a first answer's
+	// content can be arbitrarily old.
 	EventToSend prometheus.Histogram
 	EventToACK  prometheus.Histogram
 }
@@ -64,11 +66,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "deltaeds_xds_ignored_requests_total", Help: "Requests for type URLs deltaeds does not serve.",
 		}, byType),
 		EventToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "deltaeds_propagation_send_seconds", Help: "From upstream event observed to response sent, per resource and stream.",
+			Name: "deltaeds_propagation_send_seconds", Help: "From upstream event observed to response sent, per changed resource and stream (first answers to a subscription are not changes).",
 			Buckets: propagationBuckets,
 		}),
 		EventToACK: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "deltaeds_propagation_ack_seconds", Help: "From upstream event observed to the client's ACK, per resource and stream.",
+			Name: "deltaeds_propagation_ack_seconds", Help: "From upstream event observed to the client's ACK, per changed resource and stream (first answers to a subscription are not changes).",
 			Buckets: propagationBuckets,
 		}),
 	}

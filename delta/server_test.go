@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -469,5 +470,41 @@ func TestStopRacesNewStreams(t *testing.T) {
 		if n := len(f.server.Streams()); n != 0 {
 			t.Fatalf("%d streams outlived Stop", n)
 		}
+	}
+}
+
+// TestPropagationCountsChangesOnly: the propagation histograms measure how
+// long a change took to reach a client. A client's first answer for a name
+// carries content that may be hours old; counting it would make every
+// Envoy that connects look like a slow propagation.
+func TestPropagationCountsChangesOnly(t *testing.T) {
+	f := newFixture(t, Options{})
+	apply := func(name string, port uint32, observed time.Time) {
+		t.Helper()
+		if _, err := f.store.Apply(EndpointType, []xds.Update{{Name: name, Message: cla(name, port), ObservedAt: observed}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply("a", 1, time.Now().Add(-time.Hour))
+	f.store.MarkSynced()
+	rs := f.open()
+	rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
+	rs.ack(rs.next())
+	rs.quiet() // the ACK is handled
+	if n := f.counter("deltaeds_propagation_send_seconds"); n != 0 {
+		t.Fatalf("the initial answer was counted as %v propagations", n)
+	}
+	if n := f.counter("deltaeds_propagation_ack_seconds"); n != 0 {
+		t.Fatalf("the initial answer's ACK was counted as %v propagations", n)
+	}
+
+	apply("a", 2, time.Now())
+	rs.ack(rs.next())
+	rs.quiet()
+	if n := f.counter("deltaeds_propagation_send_seconds"); n != 1 {
+		t.Fatalf("send propagations = %v, want 1", n)
+	}
+	if n := f.counter("deltaeds_propagation_ack_seconds"); n != 1 {
+		t.Fatalf("ACK propagations = %v, want 1", n)
 	}
 }

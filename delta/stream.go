@@ -325,11 +325,13 @@ func (st *stream) send(ts *typeState, b xds.Batch) error {
 		if len(ts.inflightNames) < maxLoggedNames {
 			ts.inflightNames = append(ts.inflightNames, r.Name)
 		}
-		if !r.ObservedAt.IsZero() {
-			st.s.metrics.EventToSend.Observe(now.Sub(r.ObservedAt).Seconds())
-			ts.inflightObserved = append(ts.inflightObserved, r.ObservedAt)
-		}
 	}
+	// Only changes count: a first answer to a subscription is as old as the
+	// content, which is not a propagation delay.
+	for _, at := range b.Observed {
+		st.s.metrics.EventToSend.Observe(now.Sub(at).Seconds())
+	}
+	ts.inflightObserved = append(ts.inflightObserved, b.Observed...)
 	if ce := st.log.Check(zap.DebugLevel, "sent response"); ce != nil {
 		ce.Write(zap.String("type_url", ts.url), zap.String("nonce", nonce),
 			zap.Int("resources", len(b.Resources)), zap.Int("removed", len(b.Removed)))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Wildcard is the resource name that subscribes to every resource of a type.
@@ -30,6 +31,9 @@ type Subscription struct {
 	mu       sync.Mutex // guards every field below
 	names    map[string]struct{}
 	wildcard bool
+	// wildcardSince is when the wildcard was last turned on: a resource
+	// observed after it reaches the client as a change, not as its answer.
+	wildcardSince time.Time
 	// sent is the version the client was last sent, or declared in
 	// initial_resource_versions, per name; absent for a removal sent. It is
 	// what the client holds or rejected: a NACKed version stays here, so the
@@ -187,8 +191,9 @@ func (sub *Subscription) Update(c Change) error {
 		}
 	}
 	t.mu.Unlock()
-	if wildcardOn {
+	if wildcardOn && !sub.wildcard {
 		sub.wildcard = true
+		sub.wildcardSince = time.Now()
 	}
 
 	sub.notePendingPeak()
@@ -226,6 +231,14 @@ func (sub *Subscription) namesAfter(c Change) int {
 type Batch struct {
 	Resources []*Resource // sorted by name
 	Removed   []string    // sorted
+	// Observed holds the ObservedAt of the resources in the batch that
+	// propagate a change the client was subscribed to when it happened: a
+	// new version of what it was sent or declared, a name created after it
+	// was told the name does not exist, or one created under its wildcard.
+	// First answers to a subscription (an initial sync, a newly subscribed
+	// name) are left out: their ObservedAt says how old the content is, not
+	// how long its change took to arrive. Unordered; zero times omitted.
+	Observed []time.Time
 }
 
 // Empty reports whether the batch carries nothing.
@@ -286,6 +299,9 @@ func (sub *Subscription) Next(maxBytes int) Batch {
 		}
 		delete(sub.pending, name)
 		b.Resources = append(b.Resources, r)
+		if !r.ObservedAt.IsZero() && (known || sub.wildcard && r.ObservedAt.After(sub.wildcardSince)) {
+			b.Observed = append(b.Observed, r.ObservedAt)
+		}
 		sub.sent[name] = r.Version
 		size += r.WireSize
 	}
