@@ -93,8 +93,9 @@ type Change struct {
 // Update applies a subscription change. Subscribed names and names listed in
 // InitialVersions become pending, so Next answers them: with the resource
 // when the client lacks its current version, with a removal when it does not
-// exist. A name subscribed to again while subscribed is answered again, unless
-// the same change declares the client's version of it. Unsubscribing sends nothing back.
+// exist. A name subscribed to again while subscribed is answered again,
+// unless the same change declares the client's version of it. Unsubscribing
+// sends nothing back.
 func (sub *Subscription) Update(c Change) error {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
