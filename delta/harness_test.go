@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sort"
 	"testing"
 	"time"
 
@@ -123,6 +124,30 @@ func (f *fixture) counter(name string) float64 {
 		}
 	}
 	return total
+}
+
+// labels returns the values of label across a metric's series, sorted.
+func (f *fixture) labels(name, label string) []string {
+	f.t.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var values []string
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label {
+					values = append(values, lp.GetValue())
+				}
+			}
+		}
+	}
+	sort.Strings(values)
+	return values
 }
 
 func cla(name string, port uint32) *endpointv3.ClusterLoadAssignment {

@@ -2,6 +2,7 @@ package delta
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -247,6 +248,23 @@ func TestProtocol(t *testing.T) {
 			}
 			if n := f.counter("deltaeds_xds_ignored_requests_total"); n != 2 {
 				t.Fatalf("ignored = %v", n)
+			}
+		}},
+		{"many unknown type URLs: bounded metric series, the stream stays up", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+			rs.first(&req{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener"})
+			for i := range 50 {
+				rs.send(&req{TypeUrl: fmt.Sprintf("type.googleapis.com/hostile.Type%d", i)})
+			}
+			rs.send(&req{ResourceNamesSubscribe: []string{"a"}})
+			if got := names(rs.next()); !reflect.DeepEqual(got, []string{"a"}) {
+				t.Fatalf("got %v", got)
+			}
+			if n := f.counter("deltaeds_xds_ignored_requests_total"); n != 51 {
+				t.Fatalf("ignored = %v, want 51", n)
+			}
+			labels := f.labels("deltaeds_xds_ignored_requests_total", "type_url")
+			if want := []string{"other", "type.googleapis.com/envoy.config.listener.v3.Listener"}; !reflect.DeepEqual(labels, want) {
+				t.Fatalf("type_url labels %v, want %v", labels, want)
 			}
 		}},
 		{"too many names end the stream with ResourceExhausted", Options{MaxNamesPerStream: 3}, func(t *testing.T, f *fixture, rs *rawStream) {

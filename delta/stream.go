@@ -32,8 +32,8 @@ type stream struct {
 
 	nodeID  string
 	types   map[string]*typeState
-	order   []*typeState // types in the order first requested, for fair sends
-	ignored map[string]bool
+	order   []*typeState    // types in the order first requested, for fair sends
+	ignored map[string]bool // ignored type URLs logged, at most maxIgnoredTypesLogged (+1 when full)
 
 	infoMu   sync.Mutex // guards infoData and infoSubs
 	infoData StreamInfo
@@ -178,15 +178,10 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		return st.reject("missing_type_url", codes.InvalidArgument, "type_url is required on aggregated (ADS) streams")
 	}
 	if typeURL != st.defaultType && st.defaultType != "" {
-		return st.reject("wrong_type_url", codes.InvalidArgument, "this service serves only %s, got %s", st.defaultType, typeURL)
+		return st.reject("wrong_type_url", codes.InvalidArgument, "this service serves only %s, got %s", st.defaultType, truncate(typeURL, 256))
 	}
 	if !st.s.store.HasType(typeURL) {
-		st.s.metrics.IgnoredTypes.WithLabelValues(typeURL).Inc()
-		if !st.ignored[typeURL] {
-			st.ignored[typeURL] = true
-			st.log.Info("ignoring requests for a type deltaeds does not serve; serve it from another management server or remove it from this ADS source",
-				zap.String("type_url", typeURL))
-		}
+		st.ignore(typeURL)
 		return nil
 	}
 
@@ -235,6 +230,60 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		return status.Errorf(codes.Internal, "update subscription: %v", err)
 	}
 	return nil
+}
+
+// maxIgnoredTypesLogged bounds the distinct ignored type URLs a stream logs
+// and remembers: a hostile client could otherwise grow both without end.
+const maxIgnoredTypesLogged = 8
+
+// ignore counts a request for a type the store does not serve and logs the
+// first of each type on this stream.
+func (st *stream) ignore(typeURL string) {
+	st.s.metrics.IgnoredTypes.WithLabelValues(ignoredTypeLabel(typeURL)).Inc()
+	if st.ignored[typeURL] || len(st.ignored) > maxIgnoredTypesLogged {
+		return
+	}
+	if len(st.ignored) == maxIgnoredTypesLogged {
+		st.ignored[""] = true // full: nothing more is remembered or logged
+		st.log.Warn("ignoring requests for more type URLs deltaeds does not serve; no longer logging them on this stream",
+			zap.Int("types", maxIgnoredTypesLogged))
+		return
+	}
+	st.ignored[typeURL] = true
+	st.log.Info("ignoring requests for a type deltaeds does not serve; serve it from another management server or remove it from this ADS source",
+		zap.String("type_url", truncate(typeURL, 256)))
+}
+
+// envoyTypes are the xDS type URLs an Envoy may ask an ADS source for. Any
+// other type URL is counted as "other", so clients cannot create metric
+// series at will.
+var envoyTypes = map[string]bool{
+	"type.googleapis.com/envoy.config.cluster.v3.Cluster":                                     true,
+	"type.googleapis.com/envoy.config.listener.v3.Listener":                                   true,
+	"type.googleapis.com/envoy.config.route.v3.RouteConfiguration":                            true,
+	"type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration":                      true,
+	"type.googleapis.com/envoy.config.route.v3.VirtualHost":                                   true,
+	"type.googleapis.com/envoy.config.endpoint.v3.LbEndpoint":                                 true,
+	"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment":                      true,
+	"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret":                    true,
+	"type.googleapis.com/envoy.service.runtime.v3.Runtime":                                    true,
+	"type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig":                           true,
+	"type.googleapis.com/envoy.extensions.filters.network.thrift_proxy.v3.RouteConfiguration": true,
+	"type.googleapis.com/envoy.service.health.v3.HealthCheckSpecifier":                        true,
+}
+
+func ignoredTypeLabel(typeURL string) string {
+	if envoyTypes[typeURL] {
+		return typeURL
+	}
+	return "other"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 func (st *stream) newTypeState(typeURL string) *typeState {
