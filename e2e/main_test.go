@@ -376,6 +376,31 @@ func (r *recorder) onApply(i int, c *envoysim.Client, a envoysim.Applied) {
 	r.mu.Unlock()
 }
 
+// waitRecorded waits until every one of clients clients has an event about name recorded
+// after mark. envoysim calls OnApply after it has made the response visible to waiters, so a
+// waitAll that saw a resource can return before the recorder has it.
+func (r *recorder) waitRecorded(t *testing.T, mark, clients int, name string) {
+	t.Helper()
+	ctx := waitCtx(t)
+	for {
+		done := true
+		for i := range clients {
+			if len(r.since(mark, i, name)) == 0 {
+				done = false
+				break
+			}
+		}
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for every client's %s to be recorded: %v", name, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // mark returns a position to pass to since.
 func (r *recorder) mark() int {
 	r.mu.Lock()

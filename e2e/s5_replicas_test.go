@@ -95,6 +95,9 @@ func TestRestartAndReplicas(t *testing.T) {
 		move()
 		f.Subscribe(canary)
 		waitAll(t, what+": the canary", f, func(s envoysim.State) bool { _, ok := s.Get(canary); return ok })
+		// A client applies responses in order, so once its canary is recorded, so is
+		// everything it received before.
+		rec.waitRecorded(t, mark, clients, canary)
 		want := slices.Sorted(slices.Values(append([]string{canary}, changed...)))
 		for i, c := range f.Clients {
 			if s := c.Stats(); s.Streams == before[i] {
