@@ -19,10 +19,19 @@ import (
 // [Client.WaitFor] when the client stopped before the predicate held.
 var ErrClosed = errors.New("envoysim: client closed")
 
+// Envoy's xDS stream retry backoff: SubscriptionFactory::RetryInitialDelayMs
+// and RetryMaxDelayMs (envoy/config/subscription_factory.h), used by
+// GrpcStream (source/common/config/grpc_stream.h).
 const (
-	defaultBackoff    = 50 * time.Millisecond
-	defaultMaxBackoff = time.Second
+	defaultBackoff    = 500 * time.Millisecond
+	defaultMaxBackoff = 30 * time.Second
 )
+
+// transportBackoff is the gRPC connection's own reconnect backoff. Envoy
+// opens the connection on demand when its retry timer fires, so the stream
+// backoff above is what paces reconnects; the transport's is kept short so
+// it does not add a second, slower backoff on top.
+var transportBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
 
 // Client is a simulated Envoy speaking Delta ADS for one type. Create it
 // with [New], start it with [Client.Start] or [Client.Run], stop it with
@@ -43,10 +52,14 @@ type Client struct {
 	mu sync.Mutex // guards everything below, and the fields of *stream it says
 	// want is the subscription: the names the client wants, without "*".
 	want map[string]struct{}
-	// held is what the client has accepted, by name; removed marks wanted
-	// names whose latest news was a removal, with when it arrived.
+	// held is the xDS state: what the client has accepted, by name, and
+	// declares on reconnect; removed marks wanted names whose latest news
+	// was a removal, with when it arrived.
 	held    map[string]Held
 	removed map[string]time.Time
+	// routes is what Envoy's clusters route with, by name: every applied
+	// resource, kept through removals (see Route).
+	routes map[string]Route
 	// st is the live stream, nil between streams.
 	st *stream
 	// resume is non-nil while stalled; closing it resumes reading.
@@ -82,6 +95,7 @@ func New(cfg Config) *Client {
 		want:    make(map[string]struct{}),
 		held:    make(map[string]Held),
 		removed: make(map[string]time.Time),
+		routes:  make(map[string]Route),
 	}
 }
 
@@ -121,14 +135,10 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	// gRPC's default reconnect backoff starts at a second and grows to two
-	// minutes, far too slow for tests that restart a server; Envoy's own
-	// default starts at 500ms. Callers can override this in DialOptions.
-	bc := backoff.DefaultConfig
-	bc.BaseDelay, bc.MaxDelay = c.cfg.Backoff, c.cfg.MaxBackoff
+	// Callers can override the transport backoff in DialOptions.
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: transportBackoff, MinConnectTimeout: 5 * time.Second}),
 	}
 	return grpc.NewClient(c.cfg.Target, append(opts, c.cfg.DialOptions...)...)
 }
@@ -197,7 +207,8 @@ func (c *Client) Subscribe(names ...string) {
 }
 
 // Unsubscribe removes names from the subscription and drops what the client
-// held for them, as Envoy does when the last watcher of a name goes away.
+// held and routed with for them, as Envoy does when the cluster (the last
+// watcher of a name) goes away.
 func (c *Client) Unsubscribe(names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -209,6 +220,7 @@ func (c *Client) Unsubscribe(names ...string) {
 		delete(c.want, n)
 		delete(c.held, n)
 		delete(c.removed, n)
+		delete(c.routes, n)
 		removed = true
 		if st := c.st; st != nil {
 			delete(st.pendingSub, n)
@@ -231,23 +243,42 @@ func (c *Client) Subscribed() []string {
 	return slices.Sorted(maps.Keys(c.want))
 }
 
-// Resources returns a copy of the held resources by name.
-func (c *Client) Resources() map[string]Held {
+// HeldAll returns a copy of the xDS state's resources by name: what the
+// server last said, and what the client declares on reconnect.
+func (c *Client) HeldAll() map[string]Held {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return maps.Clone(c.held)
 }
 
-// Get returns the held resource with the given name.
-func (c *Client) Get(name string) (Held, bool) {
+// Held returns the xDS state's resource with the given name.
+func (c *Client) Held(name string) (Held, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h, ok := c.held[name]
 	return h, ok
 }
 
+// Routes returns a copy of what the client routes with, by name: what an
+// Envoy would send traffic to. Tests that ask where traffic goes use this,
+// not HeldAll.
+func (c *Client) Routes() map[string]Route {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.routes)
+}
+
+// Route returns what the client routes with for name.
+func (c *Client) Route(name string) (Route, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.routes[name]
+	return r, ok
+}
+
 // Removed reports whether the latest news about a wanted name was a removal
-// (as opposed to a resource, or nothing at all).
+// (as opposed to a resource, or nothing at all). It says nothing about
+// routing: Envoy keeps routing with the last resource after a removal.
 func (c *Client) Removed(name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -333,7 +364,8 @@ func (c *Client) Stall(on bool) {
 }
 
 // Disconnect drops the current stream, if any. The client reopens a new one
-// at once, presenting initial_resource_versions for what it holds.
+// after its backoff, as Envoy does for any stream that closes, presenting
+// initial_resource_versions for what it holds.
 func (c *Client) Disconnect() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -47,7 +47,7 @@ func TestFirstRequestThenACK(t *testing.T) {
 	if got := fs.exchange(t, r); !proto.Equal(got, ackOf("n1")) {
 		t.Fatalf("ACK:\n got %v\nwant %v", got, ackOf("n1"))
 	}
-	h, ok := c.Get("a")
+	h, ok := c.Held("a")
 	if !ok || h.Version != "v1" || !proto.Equal(h.CLA, cla("a", "host-v1")) || h.Resource != proto.Message(h.CLA) {
 		t.Fatalf("Get(a) = %+v, %v", h, ok)
 	}
@@ -90,7 +90,7 @@ func TestSubscriptionChanges(t *testing.T) {
 	if got := fs.recv(t); !proto.Equal(got, want) {
 		t.Fatalf("unsubscribe:\n got %v\nwant %v", got, want)
 	}
-	if _, ok := c.Get("a"); ok {
+	if _, ok := c.Held("a"); ok {
 		t.Error("Unsubscribe kept the resource")
 	}
 	if got := c.Subscribed(); !slices.Equal(got, []string{"b", "c"}) {
@@ -188,7 +188,7 @@ func TestRejectedResponses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, fs := connect(t, Config{NACK: tt.nack}, "a", "b", "c")
 			fs.exchange(t, resp("n1", nil, res(t, "a", "v1"), res(t, "b", "v1")))
-			before := c.Resources()
+			before := c.HeldAll()
 
 			// b@v2 and the removal of c are valid on their own: the NACK
 			// must reject them with the rest.
@@ -199,7 +199,7 @@ func TestRejectedResponses(t *testing.T) {
 				t.Fatalf("NACK = %v, want nonce bad, code INTERNAL and a message containing %q", got, tt.wantDetail)
 			}
 
-			after := c.Resources()
+			after := c.HeldAll()
 			if !maps.EqualFunc(before, after, func(x, y Held) bool {
 				return x.Version == y.Version && proto.Equal(x.CLA, y.CLA) && x.ReceivedAt.Equal(y.ReceivedAt)
 			}) {
@@ -222,7 +222,7 @@ func TestRejectedResponses(t *testing.T) {
 				t.Fatalf("after NACK: got %v, want ACK of n3", got)
 			}
 			waitFor(t, c, "counters", func(s State) bool { st := s.Stats(); return st.ACKs == 2 && st.NACKs == 1 })
-			if h, _ := c.Get("b"); h.Version != "v3" {
+			if h, _ := c.Held("b"); h.Version != "v3" {
 				t.Errorf("b = %q after good response, want v3", h.Version)
 			}
 		})
@@ -239,7 +239,7 @@ func TestRemovals(t *testing.T) {
 	if got := fs.exchange(t, resp("n2", []string{"a", "c", "never"})); !proto.Equal(got, ackOf("n2")) {
 		t.Fatalf("got %v, want ACK of n2", got)
 	}
-	if _, ok := c.Get("a"); ok {
+	if _, ok := c.Held("a"); ok {
 		t.Error("a still held after removal")
 	}
 	for name, want := range map[string]bool{"a": true, "c": true, "b": false, "never": false, "unknown": false} {
@@ -247,7 +247,7 @@ func TestRemovals(t *testing.T) {
 			t.Errorf("Removed(%q) = %v, want %v", name, got, want)
 		}
 	}
-	if got := versions(c.Resources()); !maps.Equal(got, map[string]string{"b": "v1"}) {
+	if got := versions(c.HeldAll()); !maps.Equal(got, map[string]string{"b": "v1"}) {
 		t.Errorf("held = %v", got)
 	}
 
@@ -304,7 +304,7 @@ func TestReconnect(t *testing.T) {
 			if st := c.Stats(); st.Streams != 2 || st.Reconnects != 1 || len(st.Violations) != 0 {
 				t.Errorf("Stats = %+v", st)
 			}
-			if got := versions(c.Resources()); !maps.Equal(got, map[string]string{"a": "v1", "b": "v2", "c": "v1"}) {
+			if got := versions(c.HeldAll()); !maps.Equal(got, map[string]string{"a": "v1", "b": "v2", "c": "v1"}) {
 				t.Errorf("held = %v", got)
 			}
 		})
@@ -421,7 +421,7 @@ func TestViolations(t *testing.T) {
 					t.Errorf("incomplete violation %+v", v)
 				}
 			}
-			if got := versions(c.Resources()); !maps.Equal(got, tt.wantHeld) {
+			if got := versions(c.HeldAll()); !maps.Equal(got, tt.wantHeld) {
 				t.Errorf("held = %v, want %v", got, tt.wantHeld)
 			}
 		})
@@ -485,7 +485,7 @@ func TestStall(t *testing.T) {
 	waitFor(t, c, "all responses", func(s State) bool { return s.Stats().Responses == n })
 	<-sender
 	waitFor(t, c, "all ACKs", func(s State) bool { return s.Stats().ACKs == n })
-	if h, _ := c.Get("a"); h.Version != fmt.Sprint("v", n-1) {
+	if h, _ := c.Held("a"); h.Version != fmt.Sprint("v", n-1) {
 		t.Errorf("a at %q after stall", h.Version)
 	}
 }
@@ -502,7 +502,7 @@ func TestOnApply(t *testing.T) {
 		!slices.Equal(a.Updated, []NameVersion{{"a", "v1"}}) || !slices.Equal(a.Removed, []string{"b"}) {
 		t.Errorf("Applied = %+v", a)
 	}
-	if h, _ := c.Get("a"); !h.ReceivedAt.Equal(a.ReceivedAt) {
+	if h, _ := c.Held("a"); !h.ReceivedAt.Equal(a.ReceivedAt) {
 		t.Errorf("ReceivedAt differs: held %v, applied %v", h.ReceivedAt, a.ReceivedAt)
 	}
 	select {
@@ -518,7 +518,7 @@ func TestWaitFor(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		done <- c.WaitFor(ctx, func(s State) bool { h, ok := s.Get("a"); return ok && h.Version == "v2" })
+		done <- c.WaitFor(ctx, func(s State) bool { h, ok := s.Held("a"); return ok && h.Version == "v2" })
 	}()
 	fs.exchange(t, resp("n1", nil, res(t, "a", "v1")))
 	fs.exchange(t, resp("n2", nil, res(t, "a", "v2")))
@@ -539,7 +539,7 @@ func TestWaitFor(t *testing.T) {
 		t.Errorf("WaitFor on a closed client = %v", err)
 	}
 	// What was held stays readable after Close.
-	if err := c.WaitFor(context.Background(), func(s State) bool { return s.Len() == 1 }); err != nil {
+	if err := c.WaitFor(context.Background(), func(s State) bool { return s.HeldLen() == 1 }); err != nil {
 		t.Errorf("WaitFor a held state after Close = %v", err)
 	}
 }

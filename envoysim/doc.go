@@ -16,10 +16,44 @@
 //     reconnect, initial_resource_versions for everything it holds and every
 //     name it wants; later requests carry only changes to the subscription and
 //     ACKs or NACKs;
-//   - every response is ACKed or NACKed exactly once, in order; a NACK
-//     rejects the whole response and leaves what the client holds unchanged;
+//   - every response is ACKed or NACKed exactly once, in order;
 //   - a removal of a wanted name is remembered, so a test can tell "the server
 //     said it is gone" from "the server never said anything".
+//
+// # What Envoy does, and where it says so
+//
+// The client keeps two views, because Envoy does: its xDS state ([Held],
+// what the server last said and what a reconnect declares in
+// initial_resource_versions) and what its clusters route to ([Route]). Tests
+// that ask where traffic goes must use the second. The rules, each with the
+// Envoy source it follows (see also ../shared/envoy-client-facts.md and the
+// README's protocol section):
+//
+//   - An EDS removal does not change what the client routes to
+//     (source/extensions/clusters/eds/eds.cc, EdsClusterImpl::onConfigUpdate:
+//     removed resources are dropped; an update that adds nothing counts
+//     update_empty and keeps the hosts). The xDS state forgets the name, so
+//     a reconnect does not declare it, yet the old hosts stay. Only a CLA
+//     with no endpoints empties a cluster; unsubscribing (removing the
+//     cluster) drops it.
+//   - A NACK can be partial (source/common/config/watch_map.cc,
+//     WatchMap::onConfigUpdate): the response is decoded and validated whole
+//     first ([Config.NACK] and the client's own checks reject it all), then
+//     delivered cluster by cluster, stopping at the first that throws
+//     ([Config.Reject] chooses it); clusters delivered before it keep what
+//     they applied. No version of a NACKed response is recorded
+//     (delta_subscription_state.cc: addResourceStateFromServer runs after
+//     delivery), so a reconnect declares the previous versions.
+//   - Reconnects wait as Envoy's GrpcStream does
+//     (source/common/config/grpc_stream.h, with
+//     JitteredExponentialBackOffStrategy from
+//     source/common/common/backoff_strategy.cc): uniformly random below an
+//     interval that starts at 500ms and doubles to 30s, reset once a stream
+//     delivers a message. [Config.Backoff] overrides it for tests; figures
+//     quoted as recovery times use the default.
+//   - A request is legacy wildcard only when it subscribes and unsubscribes
+//     nothing (delta_subscription_state.cc), so the client never sends a
+//     first request before it wants a name.
 //
 // It also gives tests control that Envoy does not: [Client.Stall] stops
 // reading the stream so gRPC flow control pushes back on the server,
@@ -43,7 +77,7 @@
 //
 // While started, a Client runs one goroutine that owns the gRPC connection's
 // stream lifecycle: it opens a stream, receives on it, applies responses and
-// reconnects with a short jittered backoff when the stream breaks. For each
+// reconnects with Envoy's jittered backoff when the stream ends. For each
 // stream it starts one writer goroutine, the only caller of Send, which drains
 // queued ACKs and subscription changes so that neither the receive loop nor a
 // caller of [Client.Subscribe] ever blocks on a slow server. The writer is
@@ -51,7 +85,7 @@
 // by [Client.Close], so once Close returns no goroutine of the client remains.
 //
 // One mutex, Client.mu, guards all mutable state: the wanted names, the held
-// resources, removal marks, counters, violations and the per-stream
+// resources, the routes, removal marks, counters, violations and the per-stream
 // bookkeeping (what the server was told, queued ACKs, nonces seen). It is
 // never held across a network call or a user callback.
 //

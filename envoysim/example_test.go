@@ -26,8 +26,8 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := c.WaitFor(ctx, func(s envoysim.State) bool {
-		_, web := s.Get("default/web")
-		return web && (s.Removed("default/api") || s.Len() == 2)
+		_, web := s.Held("default/web")
+		return web && (s.Removed("default/api") || s.HeldLen() == 2)
 	})
 	if err != nil {
 		fmt.Println(err)

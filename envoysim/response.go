@@ -57,6 +57,18 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 			}
 		}
 	}
+	// A resource the client rejects while applying stops the application
+	// there: those before it are routed with (see routeLocked).
+	applyN := len(items)
+	if reason == "" && c.cfg.Reject != nil {
+		for i, it := range items {
+			if err := c.cfg.Reject(it.name, it.msg); err != nil {
+				applyN = i
+				reason = fmt.Sprintf("%s: %s", it.name, err.Error())
+				break
+			}
+		}
+	}
 	report := c.cfg.OnApply != nil && reason == ""
 	var applied Applied
 
@@ -72,10 +84,16 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 			}
 		}
 	}
+	if rej == nil && (reason == "" || applyN < len(items)) {
+		c.routeLocked(items[:applyN], at)
+	}
 	if reason == "" {
 		if report {
 			applied = Applied{Nonce: nonce, ReceivedAt: at}
 		}
+		// The xDS state records the response only once every resource was
+		// applied (DeltaSubscriptionState::handleGoodResponse calls
+		// addResourceStateFromServer after the callbacks return).
 		for _, it := range items {
 			if !c.wantsLocked(it.name) {
 				continue
@@ -93,6 +111,11 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 			if n == "" || !c.wantsLocked(n) {
 				continue
 			}
+			// The xDS state forgets the name, so it is not declared on
+			// reconnect, but routes is left alone: EdsClusterImpl::
+			// onConfigUpdate (source/extensions/clusters/eds/eds.cc)
+			// ignores removed_resources, and a response that adds nothing
+			// only counts update_empty and keeps the cluster's hosts.
 			delete(c.held, n)
 			c.removed[n] = at
 			if report {
@@ -113,6 +136,26 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 	}
 	if report {
 		c.cfg.OnApply(applied)
+	}
+}
+
+// routeLocked applies a validated response's resources to what the client
+// routes with, as WatchMap::onConfigUpdate (source/common/config/
+// watch_map.cc) delivers a decoded delta response to its watches, one EDS
+// cluster each: the first cluster that throws stops the delivery, and the
+// clusters delivered before it keep what they applied. Envoy's order is that
+// of a hash map of watches, so no order can be relied on; the client applies
+// in response order and Config.Reject picks the resource that fails, so a
+// test can put the failure anywhere. items are those delivered before the
+// failure, or all of them. Callers hold c.mu.
+func (c *Client) routeLocked(items []item, at time.Time) {
+	for _, it := range items {
+		if !c.wantsLocked(it.name) {
+			continue // Envoy skips resources no watch asked for.
+		}
+		// EdsClusterImpl::onConfigUpdate: a ClusterLoadAssignment replaces
+		// the cluster's hosts, and one with no endpoints empties it.
+		c.routes[it.name] = Route{Version: it.version, CLA: it.cla, Resource: it.msg, ReceivedAt: at}
 	}
 }
 

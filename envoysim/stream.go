@@ -93,21 +93,20 @@ func (c *Client) run(ctx context.Context, conn *grpc.ClientConn, owned bool) {
 		}()
 	}
 	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
-	delay := c.cfg.Backoff
+	retry := newRetryBackoff(c.cfg.Backoff, c.cfg.MaxBackoff)
 	for {
-		dropped, responded := c.runStream(ctx, ads)
+		_, responded := c.runStream(ctx, ads)
 		if ctx.Err() != nil {
 			return
 		}
+		// GrpcStream::onReceiveMessage resets the backoff once a stream
+		// has delivered a message; every closed stream, whatever closed
+		// it, arms the retry timer (GrpcStream::onRemoteClose ->
+		// setRetryTimer, source/common/config/grpc_stream.h).
 		if responded {
-			delay = c.cfg.Backoff
+			retry.reset()
 		}
-		if dropped {
-			continue
-		}
-		wait := jitter(delay)
-		delay = min(2*delay, c.cfg.MaxBackoff)
-		t := time.NewTimer(wait)
+		t := time.NewTimer(retry.next())
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -117,14 +116,32 @@ func (c *Client) run(ctx context.Context, conn *grpc.ClientConn, owned bool) {
 	}
 }
 
-// jitter spreads d over [0.8d, 1.2d) so that many clients cut off by one
-// server restart do not all reconnect in the same instant.
-func jitter(d time.Duration) time.Duration {
+// retryBackoff is Envoy's JitteredExponentialBackOffStrategy
+// (source/common/common/backoff_strategy.cc, nextBackOffMs): each delay is
+// uniformly random below the current interval, which doubles up to the
+// maximum; reset goes back to the base. Owned by the run goroutine.
+type retryBackoff struct {
+	base, max, interval time.Duration
+}
+
+func newRetryBackoff(base, max time.Duration) *retryBackoff {
+	return &retryBackoff{base: base, max: max, interval: base}
+}
+
+func (b *retryBackoff) next() time.Duration {
+	d := b.interval
+	if b.interval < b.max/2 {
+		b.interval *= 2
+	} else {
+		b.interval = b.max
+	}
 	if d <= 0 {
 		return 0
 	}
-	return d*4/5 + rand.N(d*2/5+1)
+	return min(rand.N(d), b.max)
 }
+
+func (b *retryBackoff) reset() { b.interval = b.base }
 
 // runStream opens one stream and reads it until it breaks or ctx is done. It
 // reports whether Disconnect dropped the stream and whether any response

@@ -49,9 +49,16 @@ type Config struct {
 
 	// NACK, if set, is asked about every response that passed the client's
 	// own checks: returning an error NACKs the response with the error's text
-	// as error_detail, returning nil ACKs it. It runs on the receive
-	// goroutine, without locks held, and must not block for long.
+	// as error_detail before any of it is applied (Envoy's decode and
+	// validation phase), returning nil lets it be applied. It runs on the
+	// receive goroutine, without locks held, and must not block for long.
 	NACK func(*discoveryv3.DeltaDiscoveryResponse) error
+	// Reject, if set, is asked about each resource of a response as it is
+	// applied, in the order Envoy delivers them (see [Client] "Partial
+	// NACKs"): returning an error stops the application there and NACKs the
+	// response. Resources applied before it stay applied to what the client
+	// routes to; no version of the response is recorded. It runs like NACK.
+	Reject func(name string, resource proto.Message) error
 	// OnApply, if set, is called after each accepted response has been
 	// applied. It runs on the receive goroutine, so a slow OnApply is a slow
 	// Envoy: the client stops reading until it returns.
@@ -59,15 +66,20 @@ type Config struct {
 
 	// Logger receives the client's logs; nil means none.
 	Logger *zap.Logger
-	// Backoff is the first delay before reconnecting after a stream fails
-	// (default 50ms); it doubles on each failure up to MaxBackoff (default
-	// 1s) and resets once a stream has delivered a response. A stream dropped
-	// by [Client.Disconnect] is reopened at once.
+	// Backoff and MaxBackoff shape the delay before a new stream is opened
+	// after one ends, as Envoy's JitteredExponentialBackOffStrategy does:
+	// the n-th retry waits a uniformly random time in [0, min(Backoff*2^n,
+	// MaxBackoff)), and the sequence restarts once a stream has delivered a
+	// response. The defaults are Envoy's (500ms and 30s); tests may pass
+	// shorter ones, but figures quoted as recovery times use the defaults.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
 }
 
-// Held is one resource as the client holds it.
+// Held is one resource as the client's xDS state holds it: what the server
+// last said about the name, and what the client declares in
+// initial_resource_versions on reconnect. A removal drops it. What Envoy
+// routes to is a different view: see [Route].
 type Held struct {
 	// Version is the version the server gave with the resource.
 	Version string
@@ -78,6 +90,25 @@ type Held struct {
 	// as CLA for EDS). Read-only too.
 	Resource proto.Message
 	// ReceivedAt is when the response carrying this version was received.
+	ReceivedAt time.Time
+}
+
+// Route is what Envoy's EDS cluster for a name routes with: the last
+// resource it applied. A removal does not change it (Envoy ignores EDS
+// removals); only a resource with no endpoints empties it, and it goes away
+// only when the client unsubscribes (the cluster is removed).
+type Route struct {
+	// Version is the version the resource came with. It may differ from
+	// what the client declares on reconnect (its Held version): a resource
+	// applied from a response that was then NACKed is routed with but its
+	// version is not recorded.
+	Version string
+	// CLA is the resource when the type is ClusterLoadAssignment, else nil.
+	// Shared, read-only.
+	CLA *endpointv3.ClusterLoadAssignment
+	// Resource is the decoded resource whatever its type. Read-only.
+	Resource proto.Message
+	// ReceivedAt is when the response carrying it was received.
 	ReceivedAt time.Time
 }
 
@@ -197,10 +228,18 @@ type State struct {
 	c *Client
 }
 
-// Get returns the held resource with the given name.
-func (s State) Get(name string) (Held, bool) {
+// Held returns what the client's xDS state holds for name (the server's
+// view; see [Held]).
+func (s State) Held(name string) (Held, bool) {
 	h, ok := s.c.held[name]
 	return h, ok
+}
+
+// Route returns what the client routes with for name (Envoy's view; see
+// [Route]).
+func (s State) Route(name string) (Route, bool) {
+	r, ok := s.c.routes[name]
+	return r, ok
 }
 
 // Removed reports whether the latest news about a wanted name was a removal.
@@ -209,14 +248,27 @@ func (s State) Removed(name string) bool {
 	return ok
 }
 
-// Len is the number of resources held.
-func (s State) Len() int { return len(s.c.held) }
+// HeldLen is the number of resources held.
+func (s State) HeldLen() int { return len(s.c.held) }
 
-// Range calls f for each held resource, in no particular order, until f
+// RangeHeld calls f for each held resource, in no particular order, until f
 // returns false.
-func (s State) Range(f func(name string, h Held) bool) {
+func (s State) RangeHeld(f func(name string, h Held) bool) {
 	for n, h := range s.c.held {
 		if !f(n, h) {
+			return
+		}
+	}
+}
+
+// RouteLen is the number of names the client routes with.
+func (s State) RouteLen() int { return len(s.c.routes) }
+
+// RangeRoutes calls f for each name the client routes with, in no
+// particular order, until f returns false.
+func (s State) RangeRoutes(f func(name string, r Route) bool) {
+	for n, r := range s.c.routes {
+		if !f(n, r) {
 			return
 		}
 	}
