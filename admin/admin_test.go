@@ -70,7 +70,7 @@ type env struct {
 func start(t *testing.T, streams fakeStreams) *env {
 	t.Helper()
 	e := &env{store: xds.NewStore(), watcher: &fakeWatcher{}, reg: prometheus.NewRegistry()}
-	e.store.RegisterType(xds.EndpointType)
+	e.store.RegisterType(xds.EndpointType, nil)
 	srv, err := admin.New(admin.Config{
 		Store: e.store, Streams: streams, Watcher: e.watcher, Registry: e.reg,
 		BuildInfo: admin.BuildInfo{Version: "v1.2.3", Commit: "abc"},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -150,7 +151,9 @@ func New(cfg Config) (*Watcher, error) {
 		w.informers[ns] = inf
 		w.factories = append(w.factories, f)
 	}
-	cfg.Store.RegisterType(xds.EndpointType)
+	// Envoy ignores an EDS removal and keeps routing to the old hosts, so a
+	// name subscribed by name that has no CLA is served as an empty one.
+	cfg.Store.RegisterType(xds.EndpointType, func(name string) proto.Message { return translate.EmptyCLA(name) })
 	return w, nil
 }
 

@@ -108,6 +108,15 @@ func FuzzSubscription(f *testing.F) {
 		fzNext, 0, 0, fzNext, 1, 0, fzApply, 1, 1 | 4<<2, fzSync, fzNext, 0, 1, fzNext, 1, 1})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Every input runs twice: absent names answered by removals, and by
+		// the stand-in deltaeds registers for CLAs.
+		fuzzSubscription(t, data, nil)
+		fuzzSubscription(t, data, emptyCLA)
+	})
+}
+
+func fuzzSubscription(t *testing.T, data []byte, standIn AbsentFunc) {
+	{
 		pos := 0
 		next := func() byte {
 			if pos >= len(data) {
@@ -119,7 +128,7 @@ func FuzzSubscription(f *testing.F) {
 			return b
 		}
 		s := NewStore()
-		s.RegisterType(claType)
+		s.RegisterType(claType, standIn)
 		model := map[string]int{} // name -> gen stored
 		synced := false
 		var streams [2]*fuzzStream
@@ -129,6 +138,7 @@ func FuzzSubscription(f *testing.F) {
 			if st == nil || st.sub == nil {
 				ch := make(chan struct{}, 1)
 				st = &fuzzStream{sub: s.Subscribe(claType, ch, 0), notify: ch, c: newSimClient()}
+				st.c.standIn = standIn
 				streams[i] = st
 			}
 			return st
@@ -165,13 +175,16 @@ func FuzzSubscription(f *testing.F) {
 			if err := st.c.apply(b, s); err != nil {
 				t.Fatalf("Next(%d): %v", maxBytes, err)
 			}
-			if maxBytes > 0 && len(b.Resources) > 1 {
+			if maxBytes > 0 && len(b.Resources)+len(b.Removed) > 1 {
 				size := 0
 				for _, r := range b.Resources {
 					size += r.WireSize
 				}
+				for _, n := range b.Removed {
+					size += len(n) + 2
+				}
 				if size > maxBytes {
-					t.Fatalf("Next(%d) returned %d resources of %d bytes", maxBytes, len(b.Resources), size)
+					t.Fatalf("Next(%d) returned %d resources and %d removals of %d bytes", maxBytes, len(b.Resources), len(b.Removed), size)
 				}
 			}
 		}
@@ -345,5 +358,5 @@ func FuzzSubscription(f *testing.F) {
 				t.Fatalf("stream %d: %v", i, err)
 			}
 		}
-	})
+	}
 }

@@ -69,15 +69,26 @@ type Store struct {
 	syncOnce sync.Once
 }
 
+// AbsentFunc says what a name that has no resource is served as to a
+// subscription that names it: a message, or nil for a removal. It must be
+// deterministic (equal names give equal bytes), so the version it gets is
+// the same on every replica and a client holding it is sent nothing again.
+type AbsentFunc func(name string) proto.Message
+
 // typeStore holds one type URL's resources and subscription index.
 type typeStore struct {
-	url string
+	url    string
+	absent AbsentFunc // set once by RegisterType, before any subscription
 
 	mu        sync.RWMutex // guards every field below
 	resources map[string]*Resource
 	byName    map[string]map[*Subscription]struct{}
 	wildcard  map[*Subscription]struct{}
 	all       map[*Subscription]struct{}
+	// stand holds, for every name some subscription names and that has no
+	// resource, what it is served as (built by absent, once per name and
+	// change, never per subscriber). Empty when absent is nil.
+	stand map[string]*Resource
 }
 
 // NewStore returns an empty store that is not yet synced.
@@ -101,6 +112,7 @@ func (s *Store) typeFor(typeURL string) *typeStore {
 			byName:    make(map[string]map[*Subscription]struct{}),
 			wildcard:  make(map[*Subscription]struct{}),
 			all:       make(map[*Subscription]struct{}),
+			stand:     make(map[string]*Resource),
 		}
 		s.types[typeURL] = t
 	}
@@ -118,9 +130,34 @@ func (s *Store) lookup(typeURL string) *typeStore {
 func (s *Store) HasType(typeURL string) bool { return s.lookup(typeURL) != nil }
 
 // RegisterType makes typeURL a served type before any resource of it exists,
-// so that clients subscribing to it are answered (with removals) rather than
-// ignored.
-func (s *Store) RegisterType(typeURL string) { s.typeFor(typeURL) }
+// so that clients subscribing to it are answered rather than ignored. absent
+// says what a name subscribed by name but without a resource is served as;
+// nil means a removal. Wildcard subscriptions are always sent removals for
+// names that go away. Register a type before any subscription to it.
+func (s *Store) RegisterType(typeURL string, absent AbsentFunc) {
+	t := s.typeFor(typeURL)
+	t.mu.Lock()
+	t.absent = absent
+	t.mu.Unlock()
+}
+
+// standInLocked builds what name is served as while it has no resource, or
+// nil when the type has no AbsentFunc. Callers hold t.mu for writing.
+func (t *typeStore) standInLocked(name string, observedAt time.Time) *Resource {
+	if t.absent == nil {
+		return nil
+	}
+	m := t.absent(name)
+	if m == nil {
+		return nil
+	}
+	r, err := NewResource(name, t.url, m)
+	if err != nil {
+		return nil // the type's own hook failed to marshal: fall back to a removal
+	}
+	r.ObservedAt = observedAt
+	return r
+}
 
 // MarkSynced opens the synced gate: from now on subscriptions are answered.
 // Every subscription with pending names is woken. Calling it again is a no-op.
@@ -237,12 +274,20 @@ func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
 			continue
 		case r == nil:
 			delete(t.resources, name)
+			if len(t.byName[name]) > 0 {
+				// Named subscribers are served the stand-in from now on;
+				// it carries the deletion's time, for propagation latency.
+				if st := t.standInLocked(name, updates[last[name]].ObservedAt); st != nil {
+					t.stand[name] = st
+				}
+			}
 			ch.Deleted++
 		case old != nil && old.Version == r.Version:
 			ch.Unchanged++
 			continue
 		default:
 			t.resources[name] = r
+			delete(t.stand, name)
 			ch.Set++
 		}
 		for sub := range t.byName[name] {

@@ -531,7 +531,7 @@ func TestStoreCounts(t *testing.T) {
 	if s.HasType(claType) {
 		t.Fatal("HasType on a new store")
 	}
-	s.RegisterType(claType)
+	s.RegisterType(claType, nil)
 	if !s.HasType(claType) || s.Len(claType) != 0 {
 		t.Fatalf("after RegisterType: HasType %v Len %d", s.HasType(claType), s.Len(claType))
 	}

@@ -19,6 +19,10 @@ var ErrTooManyNames = errors.New("too many subscribed resource names")
 // not exist, so the removal is not repeated.
 const absent = ""
 
+// mustAnswer marks, in Subscription.sent, a name the client must be sent
+// whatever it holds: the resource, or a removal. It is no version.
+const mustAnswer = "\x00"
+
 // Subscription is one stream's interest in one type of resource. It is safe
 // for concurrent use: the store marks names pending from updater goroutines
 // while the stream's own goroutines change the subscription and take batches.
@@ -40,6 +44,13 @@ type Subscription struct {
 	// same content is not resent in a loop, and the next change is.
 	sent    map[string]string
 	pending map[string]struct{}
+	// isolate queues the names of a rejected multi-resource response, to be
+	// sent again one per response (see Rejected); isolating is its set.
+	isolate   []string
+	isolating map[string]struct{}
+	// isolatedLast is set when the latest batch was an isolated resend, so
+	// that resends and fresh changes take turns.
+	isolatedLast bool
 	// pendingPeak is the most names pending has held since it was last
 	// replaced: Go maps never shrink, and iterating a drained map that once
 	// held a full initial sync costs as much as iterating it full.
@@ -131,6 +142,12 @@ func (sub *Subscription) Update(c Change) error {
 		if !sub.wildcard {
 			delete(sub.sent, n)
 			delete(sub.pending, n)
+		} else {
+			// The client cannot tell whether the wildcard still covers the
+			// name, so it must be told: the resource, or its removal
+			// (xds_protocol.rst, "Unsubscribing from Resources").
+			sub.sent[n] = mustAnswer
+			sub.pending[n] = struct{}{}
 		}
 	}
 	for _, n := range c.Subscribe {
@@ -166,18 +183,18 @@ func (sub *Subscription) Update(c Change) error {
 	t := sub.t
 	t.mu.Lock()
 	for _, n := range unindex {
-		if set := t.byName[n]; set != nil {
-			delete(set, sub)
-			if len(set) == 0 {
-				delete(t.byName, n)
-			}
-		}
+		t.unindexLocked(n, sub)
 	}
 	for _, n := range index {
 		set := t.byName[n]
 		if set == nil {
 			set = make(map[*Subscription]struct{}, 1)
 			t.byName[n] = set
+			if t.resources[n] == nil {
+				if st := t.standInLocked(n, time.Time{}); st != nil {
+					t.stand[n] = st
+				}
+			}
 		}
 		set[sub] = struct{}{}
 	}
@@ -246,68 +263,38 @@ type Batch struct {
 func (b Batch) Empty() bool { return len(b.Resources) == 0 && len(b.Removed) == 0 }
 
 // Next takes pending names and returns the resources and removals that bring
-// the client to the current state, at most about maxBytes of resources (0
-// means no bound; one resource is always allowed). What it returns is
-// recorded as sent. Names beyond the budget stay pending, and the
+// the client to the current state, at most about maxBytes of resources and
+// removals (0 means no bound; one entry is always allowed). What it returns
+// is recorded as sent. Names beyond the budget stay pending, and the
 // subscription wakes itself again so they are not forgotten. Before the store
 // is synced it returns an empty batch and keeps everything pending.
+//
+// A name the subscription names that has no resource is served as the
+// type's stand-in (see RegisterType) when it has one; a removal is sent only
+// where there is none, and to wildcard subscriptions. Names of a rejected
+// response (see Rejected) are sent again one per batch, taking turns with
+// fresh changes.
 func (sub *Subscription) Next(maxBytes int) Batch {
 	if !sub.store.Synced() {
 		return Batch{}
 	}
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	if sub.closed || len(sub.pending) == 0 {
+	if sub.closed || len(sub.pending) == 0 && len(sub.isolate) == 0 {
 		return Batch{}
 	}
-	var b Batch
-	size := 0
-	more := false
 	t := sub.t
 	t.mu.RLock()
-	for name := range sub.pending {
-		_, named := sub.names[name]
-		if !named && !sub.wildcard {
-			delete(sub.pending, name)
-			continue
-		}
-		r := t.resources[name]
-		held, known := sub.sent[name]
-		if r == nil {
-			delete(sub.pending, name)
-			switch {
-			case known && held == absent:
-			case known || named:
-				// A named subscription learns promptly that the name does not
-				// exist; a wildcard one only about what it was sent.
-				b.Removed = append(b.Removed, name)
-				size += len(name) + 2
-				if named {
-					sub.sent[name] = absent
-				} else {
-					delete(sub.sent, name)
-				}
-			}
-			continue
-		}
-		if known && held == r.Version {
-			delete(sub.pending, name)
-			continue
-		}
-		if maxBytes > 0 && size > 0 && size+r.WireSize > maxBytes {
-			more = true
-			break
-		}
-		delete(sub.pending, name)
-		b.Resources = append(b.Resources, r)
-		if !r.ObservedAt.IsZero() && (known || sub.wildcard && r.ObservedAt.After(sub.wildcardSince)) {
-			b.Observed = append(b.Observed, r.ObservedAt)
-		}
-		sub.sent[name] = r.Version
-		size += r.WireSize
+	var b Batch
+	if len(sub.isolate) > 0 && (!sub.isolatedLast || !sub.hasFreshLocked()) {
+		b = sub.nextIsolatedLocked()
+	}
+	more := false
+	if b.Empty() {
+		b, more = sub.nextPendingLocked(maxBytes)
 	}
 	t.mu.RUnlock()
-	if more {
+	if more || len(sub.isolate) > 0 {
 		sub.wake()
 	} else if len(sub.pending) == 0 && sub.pendingPeak > pendingShrinkAt {
 		sub.pending = make(map[string]struct{})
@@ -316,6 +303,147 @@ func (sub *Subscription) Next(maxBytes int) Batch {
 	sort.Slice(b.Resources, func(i, j int) bool { return b.Resources[i].Name < b.Resources[j].Name })
 	sort.Strings(b.Removed)
 	return b
+}
+
+// currentLocked returns what the subscription should hold of name: its
+// resource, its stand-in if the subscription names it, or nil (a removal).
+// Callers hold sub.mu and t.mu.
+func (sub *Subscription) currentLocked(name string, named bool) *Resource {
+	t := sub.t
+	if r := t.resources[name]; r != nil {
+		return r
+	}
+	if named {
+		return t.stand[name]
+	}
+	return nil
+}
+
+// hasFreshLocked reports whether a pending name is not waiting for an
+// isolated resend. Callers hold sub.mu.
+func (sub *Subscription) hasFreshLocked() bool {
+	for n := range sub.pending {
+		if _, iso := sub.isolating[n]; !iso {
+			return true
+		}
+	}
+	return false
+}
+
+// nextIsolatedLocked returns one name of a rejected response, alone, at its
+// current state; an empty batch when none is left to send. Callers hold
+// sub.mu and t.mu.
+func (sub *Subscription) nextIsolatedLocked() Batch {
+	for len(sub.isolate) > 0 {
+		name := sub.isolate[0]
+		sub.isolate[0] = ""
+		sub.isolate = sub.isolate[1:]
+		delete(sub.isolating, name)
+		_, named := sub.names[name]
+		if !named && !sub.wildcard {
+			continue
+		}
+		r := sub.currentLocked(name, named)
+		if r == nil {
+			continue // gone meanwhile: the pending set answers it
+		}
+		delete(sub.pending, name)
+		sub.sent[name] = r.Version
+		sub.isolatedLast = true
+		return Batch{Resources: []*Resource{r}}
+	}
+	sub.isolate = nil
+	return Batch{}
+}
+
+// nextPendingLocked takes pending names up to the budget. It reports whether
+// names were left for lack of room. Callers hold sub.mu and t.mu.
+func (sub *Subscription) nextPendingLocked(maxBytes int) (b Batch, more bool) {
+	sub.isolatedLast = false
+	size := 0
+	fits := func(n int) bool { return maxBytes <= 0 || size == 0 || size+n <= maxBytes }
+	for name := range sub.pending {
+		if _, iso := sub.isolating[name]; iso {
+			continue // sent alone, in its turn
+		}
+		_, named := sub.names[name]
+		if !named && !sub.wildcard {
+			delete(sub.pending, name)
+			continue
+		}
+		r := sub.currentLocked(name, named)
+		held, known := sub.sent[name]
+		if r == nil {
+			if known && held == absent || !known && !named {
+				// Already told, or a wildcard subscription never sent it.
+				delete(sub.pending, name)
+				continue
+			}
+			if !fits(len(name) + 2) {
+				more = true
+				break
+			}
+			delete(sub.pending, name)
+			b.Removed = append(b.Removed, name)
+			size += len(name) + 2
+			if named {
+				sub.sent[name] = absent
+			} else {
+				delete(sub.sent, name)
+			}
+			continue
+		}
+		if known && held == r.Version {
+			delete(sub.pending, name)
+			continue
+		}
+		if !fits(r.WireSize) {
+			more = true
+			break
+		}
+		delete(sub.pending, name)
+		b.Resources = append(b.Resources, r)
+		if !r.ObservedAt.IsZero() && (known && held != mustAnswer || sub.wildcard && r.ObservedAt.After(sub.wildcardSince)) {
+			b.Observed = append(b.Observed, r.ObservedAt)
+		}
+		sub.sent[name] = r.Version
+		size += r.WireSize
+	}
+	return b, more
+}
+
+// Rejected tells the subscription that the client rejected (NACKed) a
+// response carrying these resource names. Envoy applies a response resource
+// by resource and stops at the first it rejects, so the others may or may
+// not have reached it; each is therefore sent again, once, in a response of
+// its own, so that the good ones arrive and the bad one is rejected alone.
+// A response of one resource is not resent: its next change is. It returns
+// how many names were queued for a resend.
+func (sub *Subscription) Rejected(names []string) int {
+	if len(names) < 2 {
+		return 0
+	}
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.closed {
+		return 0
+	}
+	if sub.isolating == nil {
+		sub.isolating = make(map[string]struct{}, len(names))
+	}
+	queued := 0
+	for _, n := range names {
+		if _, dup := sub.isolating[n]; dup {
+			continue
+		}
+		sub.isolating[n] = struct{}{}
+		sub.isolate = append(sub.isolate, n)
+		queued++
+	}
+	if queued > 0 {
+		sub.wake()
+	}
+	return queued
 }
 
 // Stats is a point-in-time view of a subscription for debugging.
@@ -350,16 +478,25 @@ func (sub *Subscription) Close() {
 	t := sub.t
 	t.mu.Lock()
 	for n := range names {
-		if set := t.byName[n]; set != nil {
-			delete(set, sub)
-			if len(set) == 0 {
-				delete(t.byName, n)
-			}
-		}
+		t.unindexLocked(n, sub)
 	}
 	delete(t.wildcard, sub)
 	delete(t.all, sub)
 	t.mu.Unlock()
+}
+
+// unindexLocked removes sub from name's index; a name nobody names any more
+// drops its stand-in. Callers hold t.mu for writing.
+func (t *typeStore) unindexLocked(name string, sub *Subscription) {
+	set := t.byName[name]
+	if set == nil {
+		return
+	}
+	delete(set, sub)
+	if len(set) == 0 {
+		delete(t.byName, name)
+		delete(t.stand, name)
+	}
 }
 
 func (sub *Subscription) markPending(names []string) {

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // simClient is what a delta xDS client holds for one type, rebuilt only from
@@ -21,10 +24,31 @@ type simClient struct {
 	wildcard bool
 	held     map[string]string // name -> version held
 	absent   map[string]bool   // subscribed names the client was told do not exist
+	// unsure holds names unsubscribed under the wildcard: the client cannot
+	// tell whether the wildcard still covers them, so it drops them and
+	// must be sent the resource or its removal (xds_protocol.rst).
+	unsure map[string]bool
+	// standIn is the store's AbsentFunc: when set, a named subscription is
+	// never sent a bare removal, but the stand-in.
+	standIn AbsentFunc
 }
 
 func newSimClient() *simClient {
-	return &simClient{names: map[string]bool{}, held: map[string]string{}, absent: map[string]bool{}}
+	return &simClient{names: map[string]bool{}, held: map[string]string{}, absent: map[string]bool{}, unsure: map[string]bool{}}
+}
+
+// emptyCLA is the stand-in the tests register: what deltaeds serves a
+// subscribed name without endpoints as.
+func emptyCLA(name string) proto.Message { return &endpointv3.ClusterLoadAssignment{ClusterName: name} }
+
+// standInVersion is the version of emptyCLA(name).
+func standInVersion(t testing.TB, name string) string {
+	t.Helper()
+	r, err := NewResource(name, claType, emptyCLA(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Version
 }
 
 // update records a subscription change the client sent (and the server
@@ -44,9 +68,10 @@ func (c *simClient) update(ch Change) {
 			continue
 		}
 		delete(c.names, n)
-		if !c.wildcard {
-			delete(c.held, n)
-			delete(c.absent, n)
+		delete(c.held, n)
+		delete(c.absent, n)
+		if c.wildcard {
+			c.unsure[n] = true
 		}
 	}
 	for _, n := range ch.Subscribe {
@@ -72,6 +97,11 @@ func (c *simClient) update(ch Change) {
 		for n := range c.absent {
 			if !c.names[n] {
 				delete(c.absent, n)
+			}
+		}
+		for n := range c.unsure {
+			if !c.names[n] {
+				delete(c.unsure, n)
 			}
 		}
 	}
@@ -103,12 +133,20 @@ func (c *simClient) apply(b Batch, s *Store) error {
 			errs = append(errs, fmt.Errorf("wire of %s says %s@%s", r.Name, r.Wire.GetName(), r.Wire.GetVersion()))
 		}
 		if s != nil {
-			if cur := s.Get(claType, r.Name); cur != r {
+			cur := s.Get(claType, r.Name)
+			switch {
+			case cur == r:
+			case cur == nil && c.standIn != nil && c.names[r.Name]:
+				if want, _ := NewResource(r.Name, claType, c.standIn(r.Name)); want.Version != r.Version {
+					errs = append(errs, fmt.Errorf("sent %s@%s for an absent name, not the stand-in %s", r.Name, r.Version, want.Version))
+				}
+			default:
 				errs = append(errs, fmt.Errorf("sent %s@%s, the store holds %v", r.Name, r.Version, cur))
 			}
 		}
 		c.held[r.Name] = r.Version
 		delete(c.absent, r.Name)
+		delete(c.unsure, r.Name)
 	}
 	for _, n := range b.Removed {
 		if seen[n] {
@@ -119,19 +157,22 @@ func (c *simClient) apply(b Batch, s *Store) error {
 			errs = append(errs, fmt.Errorf("removed %s, which exists", n))
 		}
 		switch {
+		case c.names[n] && c.standIn != nil:
+			errs = append(errs, fmt.Errorf("bare removal of %s, subscribed by name: Envoy would keep routing to it", n))
 		case c.names[n]:
 			if c.absent[n] {
 				errs = append(errs, fmt.Errorf("removal of %s repeated", n))
 			}
 			c.absent[n] = true
 		case c.wildcard:
-			if _, ok := c.held[n]; !ok {
+			if _, ok := c.held[n]; !ok && !c.unsure[n] {
 				errs = append(errs, fmt.Errorf("wildcard removal of %s, which the client was never sent", n))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("removal of %s, which is not subscribed", n))
 		}
 		delete(c.held, n)
+		delete(c.unsure, n)
 	}
 	return errors.Join(errs...)
 }
@@ -152,12 +193,17 @@ func (c *simClient) converged(t testing.TB, s *Store) error {
 	for n := range c.names {
 		if r := s.Get(claType, n); r != nil {
 			want[n] = r.Version
+		} else if c.standIn != nil {
+			want[n] = standInVersion(t, n)
 		} else if !c.absent[n] {
 			errs = append(errs, fmt.Errorf("subscribed %s does not exist and the client was never told", n))
 		}
 	}
 	if !maps.Equal(c.held, want) {
 		errs = append(errs, fmt.Errorf("client holds %v, store has %v", c.labels(t), versionLabels(t, want)))
+	}
+	for n := range c.unsure {
+		errs = append(errs, fmt.Errorf("%s unsubscribed under the wildcard and never answered", n))
 	}
 	return errors.Join(errs...)
 }
@@ -434,17 +480,29 @@ func TestNext(t *testing.T) {
 			doNext([]string{"b@2", "c@1"}),
 			{client: []string{"a@2", "b@2", "c@1"}},
 		}},
-		{"unsubscribing a name the wildcard still covers keeps it", []step{
+		// xds_protocol.rst, "Unsubscribing from Resources": the client
+		// cannot tell whether the wildcard still covers the name, so the
+		// server answers with the resource or its removal.
+		{"unsubscribing a name the wildcard still covers is answered with the resource", []step{
 			doSync(),
 			doApply(wakeAny, set("a", 1)),
 			doSub(wakeYes, Wildcard, "a"),
 			doNext([]string{"a@1"}),
-			doUnsub(wakeNo, "a"),
-			doNext(none),
+			doUnsub(wakeYes, "a"),
+			doNext([]string{"a@1"}),
 			doApply(wakeYes, set("a", 2)),
 			doNext([]string{"a@2"}),
 			doApply(wakeYes, del("a")),
 			doNext(none, "a"),
+		}},
+		{"unsubscribing a name the wildcard does not cover is answered with its removal", []step{
+			doSync(),
+			doSub(wakeYes, Wildcard, "x"),
+			doNext(none, "x"),
+			doUnsub(wakeYes, "x"),
+			doNext(none, "x"),
+			doApply(wakeYes, set("x", 1)),
+			doNext([]string{"x@1"}),
 		}},
 		{"subscribe and unsubscribe the wildcard in one request keeps it", []step{
 			doSync(),
@@ -775,6 +833,11 @@ func TestUpdateMaxNames(t *testing.T) {
 // initial versions, and the store syncs midway. Once the writers stop, every
 // stream, driven only by its notify channel, must converge on the store.
 func TestConcurrentApplyAndSubscriptions(t *testing.T) {
+	t.Run("removals", func(t *testing.T) { concurrentApplyAndSubscriptions(t, nil) })
+	t.Run("stand-ins", func(t *testing.T) { concurrentApplyAndSubscriptions(t, emptyCLA) })
+}
+
+func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 	const (
 		writers     = 4
 		streams     = 6
@@ -796,7 +859,7 @@ func TestConcurrentApplyAndSubscriptions(t *testing.T) {
 	}
 
 	s := NewStore()
-	s.RegisterType(claType)
+	s.RegisterType(claType, standIn)
 	var (
 		writersWG, streamsWG sync.WaitGroup
 		done                 = make(chan struct{})
@@ -842,6 +905,7 @@ func TestConcurrentApplyAndSubscriptions(t *testing.T) {
 			notify := make(chan struct{}, 1)
 			sub := s.Subscribe(claType, notify, maxNamesSub)
 			c := newSimClient()
+			c.standIn = standIn
 			maxBytes := []int{0, 1, 300}[st%3]
 			// randNames picks a few names, the wildcard with odds 1 in wOdds.
 			randNames := func(wOdds int) []string {
@@ -918,7 +982,8 @@ func TestConcurrentApplyAndSubscriptions(t *testing.T) {
 					if c.wildcard {
 						first.Subscribe = append(first.Subscribe, Wildcard)
 					}
-					c = &simClient{names: map[string]bool{}, held: map[string]string{}, absent: map[string]bool{}}
+					c = newSimClient()
+					c.standIn = standIn
 					if !update(first) {
 						return
 					}
