@@ -17,6 +17,7 @@ type Metrics struct {
 	StaleNonces      *prometheus.CounterVec // by type_url
 	RejectedRequests *prometheus.CounterVec // by reason
 	IgnoredTypes     *prometheus.CounterVec // by type_url
+	ACKTimeouts      *prometheus.CounterVec // by type_url
 	// EventToSend and EventToACK measure propagation: from when the change
 	// behind a resource was observed upstream to its response being written,
 	// and to the client's ACK of it (convergence). Only changes to what a
@@ -65,6 +66,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		IgnoredTypes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_ignored_requests_total", Help: "Requests for type URLs deltaeds does not serve.",
 		}, byType),
+		ACKTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltaeds_xds_ack_timeouts_total", Help: "Streams ended because a response was neither ACKed nor NACKed within the ack timeout, by the type of that response.",
+		}, byType),
 		EventToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "deltaeds_propagation_send_seconds", Help: "From upstream event observed to response sent, per changed resource and stream (first answers to a subscription are not changes).",
 			Buckets: propagationBuckets,
@@ -76,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Streams, m.Responses, m.ResourcesSent, m.RemovalsSent, m.BytesSent,
-			m.ACKs, m.NACKs, m.StaleNonces, m.RejectedRequests, m.IgnoredTypes, m.EventToSend, m.EventToACK)
+			m.ACKs, m.NACKs, m.StaleNonces, m.RejectedRequests, m.IgnoredTypes, m.ACKTimeouts, m.EventToSend, m.EventToACK)
 	}
 	return m
 }

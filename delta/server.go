@@ -46,6 +46,13 @@ type Options struct {
 	// MaxNamesPerStream bounds the names one stream may subscribe to, per
 	// type; exceeding it ends the stream with ResourceExhausted.
 	MaxNamesPerStream int
+	// AckTimeout ends a stream, with DeadlineExceeded, once a response of
+	// any type has waited longer than this for its ACK or NACK (a request
+	// carrying its nonce). The client reconnects. 0, the default, means
+	// responses may wait for ever. A stream blocked writing a response (a
+	// client that does not read) is not ended by it; the gRPC server's
+	// MaxConnectionAge bounds that one.
+	AckTimeout time.Duration
 }
 
 // Server serves the Delta xDS protocol from an xds.Store.

@@ -125,6 +125,8 @@ func (s *Server) serve(gs deltaStream, defaultType string) error {
 		}
 	}()
 
+	acks := newAckTimer(s.opts.AckTimeout) // see acktimeout.go
+	defer acks.stop()
 	for {
 		select {
 		case <-s.stopped:
@@ -140,11 +142,16 @@ func (s *Server) serve(gs deltaStream, defaultType string) error {
 			if err := st.handle(req); err != nil {
 				return err
 			}
+		case <-acks.C:
+			if err := acks.fired(st); err != nil {
+				return err
+			}
 		case <-st.notify:
 		}
 		if err := st.sendPending(); err != nil {
 			return err
 		}
+		acks.update(st)
 	}
 }
 
