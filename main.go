@@ -36,7 +36,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"k8s.io/apimachinery/pkg/labels"
@@ -506,7 +505,7 @@ type server struct {
 	watcher    *watch.Watcher
 	delta      *delta.Server
 	grpc       *grpc.Server
-	health     *health.Server
+	health     *healthServer
 	admin      *admin.Server
 	xdsLis     net.Listener
 	adminLis   net.Listener
@@ -602,7 +601,7 @@ func newServer(cfg serveConfig, log *zap.Logger) (_ *server, err error) {
 	}
 	s.grpc = grpc.NewServer(opts...)
 	s.delta.Register(s.grpc)
-	s.health = health.NewServer()
+	s.health = newHealthServer()
 	for _, name := range append([]string{""}, healthServices...) {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
@@ -644,7 +643,8 @@ func (s *server) closeAll() {
 }
 
 // run serves until ctx ends or a part fails, then stops everything within
-// cfg.ShutdownTimeout: the health service goes NOT_SERVING, every xDS
+// cfg.ShutdownTimeout: the health service goes NOT_SERVING (and its Watch
+// streams end once they have said so, not to hold the graceful stop), every xDS
 // stream ends with UNAVAILABLE (Envoys reconnect to another replica and,
 // with content-hash versions, are resent nothing), gRPC stops gracefully
 // (forcefully at the deadline), the watcher stops, and the admin server last.

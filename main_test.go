@@ -23,9 +23,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -588,8 +590,9 @@ func TestStopWithinDeadline(t *testing.T) {
 	cfg.ShutdownTimeout = 2 * time.Second
 	r := start(t, cfg, zaptest.NewLogger(t))
 
-	// A health Watch stream never ends by itself, so GracefulStop alone
-	// would wait for it forever.
+	// A health Watch stream never ends by itself; it is ended at shutdown
+	// (TestHealthWatchEndsAtShutdown), and the deadline bounds the stop in
+	// any case.
 	conn, err := grpc.NewClient(r.xds, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -608,6 +611,78 @@ func TestStopWithinDeadline(t *testing.T) {
 		t.Errorf("stopping took %v with a %v deadline", d, cfg.ShutdownTimeout)
 	}
 	conn.Close()
+}
+
+// TestHealthWatchEndsAtShutdown: a gRPC health Watch stream, which gRPC
+// keeps open for as long as its client wants, says NOT_SERVING and ends when
+// the shutdown begins, so it does not hold the graceful stop until
+// --shutdown-timeout. The deadline is long and the bound generous: only a
+// Watch that holds the stop fails it.
+func TestHealthWatchEndsAtShutdown(t *testing.T) {
+	cp := controlPlane(t)
+	cfg := testConfig(cp.RESTConfig())
+	cfg.Namespaces = []string{"default"}
+	cfg.ShutdownTimeout = time.Minute
+	r := start(t, cfg, zaptest.NewLogger(t))
+
+	conn, err := grpc.NewClient(r.xds, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := w.Recv()
+		if err != nil {
+			t.Fatalf("watch before the stop: %v", err)
+		}
+		if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+	}
+	type watchEnd struct {
+		statuses []healthpb.HealthCheckResponse_ServingStatus
+		err      error
+	}
+	ended := make(chan watchEnd, 1)
+	go func() {
+		var e watchEnd
+		for {
+			resp, err := w.Recv()
+			if err != nil {
+				e.err = err
+				ended <- e
+				return
+			}
+			e.statuses = append(e.statuses, resp.GetStatus())
+		}
+	}()
+
+	// SIGTERM.
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("run did not return within 20s of the stop, with a %v shutdown timeout: the health Watch holds the graceful stop", cfg.ShutdownTimeout)
+		<-r.done
+	}
+	http.DefaultClient.CloseIdleConnections()
+	e := <-ended
+	if len(e.statuses) != 1 || e.statuses[0] != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("watch got %v after the stop, want [NOT_SERVING]", e.statuses)
+	}
+	if status.Code(e.err) != codes.Unavailable {
+		t.Errorf("watch ended with %v, want Unavailable", e.err)
+	}
 }
 
 func TestPortInUseLeavesNothingOpen(t *testing.T) {
