@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -227,6 +228,12 @@ type serveConfig struct {
 	MaxSubscriptionsPerStream int
 	MaxResponseBytes          int
 	MaxRequestBytes           int
+	// MaxConcurrentStreams bounds the streams of one HTTP/2 connection, in
+	// 1..math.MaxUint32 (gRPC's own default, no limit).
+	MaxConcurrentStreams uint64
+	// AckTimeout ends a stream whose response waits longer for its ACK or
+	// NACK; 0 means never.
+	AckTimeout time.Duration
 
 	ShutdownTimeout time.Duration
 }
@@ -245,6 +252,8 @@ const (
 	defaultShutdownTimeout       = 20 * time.Second
 	defaultProbeInterval         = 10 * time.Second
 	defaultWorkers               = 2
+	// gRPC's default when no limit is set: math.MaxUint32.
+	defaultMaxConcurrentStreams = math.MaxUint32
 )
 
 func env(flag string) []string {
@@ -303,6 +312,10 @@ func serveCommand() *cli.Command {
 				Usage: "resource bytes per response; larger batches are split (one resource is always sent)"},
 			&cli.IntFlag{Category: catXDS, Name: "max-request-bytes", Value: delta.DefaultMaxRequestBytes, EnvVars: env("max-request-bytes"),
 				Usage: "largest request accepted; larger ones end their stream with RESOURCE_EXHAUSTED"},
+			&cli.Uint64Flag{Category: catXDS, Name: "max-concurrent-streams", Value: defaultMaxConcurrentStreams, EnvVars: env("max-concurrent-streams"),
+				Usage: "concurrent gRPC streams per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS), 1 to 4294967295; a client's further streams wait until one ends. The default, 2^32-1, is gRPC's own: in effect no limit"},
+			&cli.DurationFlag{Category: catXDS, Name: "ack-timeout", Value: 0, EnvVars: env("ack-timeout"),
+				Usage: "end a Delta xDS stream with DEADLINE_EXCEEDED when a response is neither ACKed nor NACKed within this long (the client reconnects); 0 means never"},
 
 			&cli.StringFlag{Category: catTLS, Name: "tls-cert-file", EnvVars: env("tls-cert-file"), DefaultText: "plaintext",
 				Usage: "serve xDS over TLS with this certificate `FILE` (PEM; reloaded when it changes)"},
@@ -353,6 +366,8 @@ func serveConfigFromFlags(c *cli.Context) (serveConfig, error) {
 		MaxSubscriptionsPerStream: c.Int("max-subscriptions-per-stream"),
 		MaxResponseBytes:          c.Int("max-response-bytes"),
 		MaxRequestBytes:           c.Int("max-request-bytes"),
+		MaxConcurrentStreams:      c.Uint64("max-concurrent-streams"),
+		AckTimeout:                c.Duration("ack-timeout"),
 		ShutdownTimeout:           c.Duration("shutdown-timeout"),
 	}
 	for _, ns := range c.StringSlice("namespace") {
@@ -407,6 +422,7 @@ func (cfg *serveConfig) validate() error {
 		{"--max-connection-age", cfg.MaxConnectionAge},
 		{"--max-connection-age-grace", cfg.MaxConnectionAgeGrace},
 		{"--keepalive-min-time", cfg.KeepaliveMinTime},
+		{"--ack-timeout", cfg.AckTimeout},
 	}
 	for _, p := range nonNegative {
 		if p.d < 0 {
@@ -430,6 +446,9 @@ func (cfg *serveConfig) validate() error {
 		if i.v <= 0 {
 			return fmt.Errorf("%s %d: must be positive", i.flag, i.v)
 		}
+	}
+	if cfg.MaxConcurrentStreams < 1 || cfg.MaxConcurrentStreams > math.MaxUint32 {
+		return fmt.Errorf("--max-concurrent-streams %d: must be in 1..%d", cfg.MaxConcurrentStreams, uint64(math.MaxUint32))
 	}
 	if !(cfg.KubeQPS > 0) {
 		return fmt.Errorf("--kube-qps %v: must be positive", cfg.KubeQPS)
@@ -582,9 +601,11 @@ func newServer(cfg serveConfig, log *zap.Logger) (_ *server, err error) {
 		MaxResponseBytes:  cfg.MaxResponseBytes,
 		MaxRequestBytes:   cfg.MaxRequestBytes,
 		MaxNamesPerStream: cfg.MaxSubscriptionsPerStream,
+		AckTimeout:        cfg.AckTimeout,
 	})
 
 	opts := append(s.delta.GRPCServerOptions(),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)), // validated: 1..math.MaxUint32
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:                  cfg.KeepaliveTime,
 			Timeout:               cfg.KeepaliveTimeout,

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -136,6 +137,11 @@ func TestCommandLineErrors(t *testing.T) {
 		{"keepalive below 1s", nil, []string{"serve", "--keepalive-time", "10ms"}, 2, "at least 1s"},
 		{"zero qps", nil, []string{"serve", "--kube-qps", "0"}, 2, "--kube-qps 0: must be positive"},
 		{"zero subscriptions", nil, []string{"serve", "--max-subscriptions-per-stream", "0"}, 2, "must be positive"},
+		{"zero concurrent streams", nil, []string{"serve", "--max-concurrent-streams", "0"}, 2, "--max-concurrent-streams 0: must be in 1..4294967295"},
+		{"too many concurrent streams", nil, []string{"serve", "--max-concurrent-streams", "4294967296"}, 2, "--max-concurrent-streams 4294967296: must be in 1..4294967295"},
+		{"negative concurrent streams", nil, []string{"serve", "--max-concurrent-streams", "-1"}, 2, "invalid value"},
+		{"bad concurrent streams from env", map[string]string{"DELTAEDS_MAX_CONCURRENT_STREAMS": "lots"}, []string{"serve"}, 2, "DELTAEDS_MAX_CONCURRENT_STREAMS"},
+		{"negative ack timeout", nil, []string{"serve", "--ack-timeout", "-1s"}, 2, "--ack-timeout -1s: must not be negative"},
 		{"bad xds address", nil, []string{"serve", "--xds-address", "18000"}, 2, "want HOST:PORT"},
 		{"bad admin port", nil, []string{"serve", "--admin-address", "127.0.0.1:99999"}, 2, "0..65535"},
 		{"bad namespace", nil, []string{"serve", "--namespace", "Shop"}, 2, `--namespace "Shop"`},
@@ -203,6 +209,8 @@ func TestVersionAndHelp(t *testing.T) {
 		"--max-connection-age ", "(default: 30m0s)", "--max-connection-age-grace",
 		"--keepalive-time", "--keepalive-timeout", "--keepalive-min-time",
 		"--max-subscriptions-per-stream", "(default: 100000)",
+		"--max-concurrent-streams", "(default: 4294967295)", "$DELTAEDS_MAX_CONCURRENT_STREAMS",
+		"--ack-timeout", "(default: 0s)", "$DELTAEDS_ACK_TIMEOUT",
 		"--include-unready", "--deleted-grace-period", "(default: 5m0s)",
 		"--kube-qps", "--kube-burst", "$DELTAEDS_KUBE_BURST",
 		"--log-level", `(default: "info")`, "--log-format", `(default: "json")`,
@@ -278,6 +286,7 @@ func testConfig(rc *rest.Config) serveConfig {
 		MaxSubscriptionsPerStream: 1000,
 		MaxResponseBytes:          1 << 20,
 		MaxRequestBytes:           4 << 20,
+		MaxConcurrentStreams:      math.MaxUint32,
 		ShutdownTimeout:           5 * time.Second,
 	}
 }
@@ -682,6 +691,56 @@ func TestHealthWatchEndsAtShutdown(t *testing.T) {
 	}
 	if status.Code(e.err) != codes.Unavailable {
 		t.Errorf("watch ended with %v, want Unavailable", e.err)
+	}
+}
+
+// TestMaxConcurrentStreams: --max-concurrent-streams reaches gRPC. With 1, a
+// connection's second stream waits for its first to end.
+func TestMaxConcurrentStreams(t *testing.T) {
+	cfg := testConfig(&rest.Config{Host: "https://127.0.0.1:1"}) // never contacted
+	cfg.MaxConcurrentStreams = 1
+	srv, err := newServer(cfg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.closeAll()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.grpc.Serve(srv.xdsLis)
+	}()
+	defer func() {
+		srv.grpc.Stop()
+		<-served
+	}()
+
+	conn, err := grpc.NewClient(srv.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	wctx, wcancel := context.WithCancel(t.Context())
+	defer wcancel()
+	w, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil { // the server's settings are known by now
+		t.Fatal(err)
+	}
+	// Not an upper bound on anything: without the limit the Check is served
+	// whatever the deadline; with it, it cannot be.
+	cctx, ccancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer ccancel()
+	if _, err := hc.Check(cctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a second stream while the first is open: err = %v, want DeadlineExceeded", err)
+	}
+	wcancel()
+	cctx, ccancel = context.WithTimeout(t.Context(), 10*time.Second)
+	defer ccancel()
+	if _, err := hc.Check(cctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("check once the first stream ended: %v", err)
 	}
 }
 
