@@ -159,7 +159,7 @@ func FuzzStream(f *testing.F) {
 	f.Add([]byte{0x0b, 0x01, 0x13, 0x01, 2, 0, 0x1b, 0x03})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		store := xds.NewStore()
-		store.RegisterType(EndpointType)
+		store.RegisterType(EndpointType, emptyCLA)
 		srv := NewServer(store, Options{MaxNamesPerStream: 4, MaxResponseBytes: 64})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

@@ -37,9 +37,13 @@ type fixture struct {
 func newFixture(t *testing.T, opts Options) *fixture {
 	t.Helper()
 	store := xds.NewStore()
-	store.RegisterType(EndpointType)
+	store.RegisterType(EndpointType, emptyCLA)
 	return newFixtureWithStore(t, store, opts)
 }
+
+// emptyCLA is the stand-in deltaeds registers for EDS (watch registers
+// translate.EmptyCLA): a subscribed name without endpoints.
+func emptyCLA(name string) proto.Message { return &endpointv3.ClusterLoadAssignment{ClusterName: name} }
 
 func newFixtureWithStore(t *testing.T, store *xds.Store, opts Options) *fixture {
 	t.Helper()
@@ -269,18 +273,33 @@ func (rs *rawStream) ack(resp *discoveryv3.DeltaDiscoveryResponse) {
 
 // quiet proves that the server sent nothing since the last response read:
 // it subscribes to a name that does not exist, and the very next response
-// must be that name's removal. The stream must have nothing in flight.
+// must answer only that name: its empty CLA (or its removal, for a type
+// without a stand-in). The stream must have nothing in flight.
 func (rs *rawStream) quiet() {
 	rs.t.Helper()
 	rs.probes++
 	probe := fmt.Sprintf("probe-%d", rs.probes)
 	rs.send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{probe}})
 	resp := rs.next()
-	if len(resp.Resources) != 0 || len(resp.RemovedResources) != 1 || resp.RemovedResources[0] != probe {
-		rs.t.Fatalf("expected nothing before the probe's removal, got %s", summary(resp))
+	removal := len(resp.Resources) == 0 && len(resp.RemovedResources) == 1 && resp.RemovedResources[0] == probe
+	standIn := len(resp.Resources) == 1 && len(resp.RemovedResources) == 0 && resp.Resources[0].Name == probe
+	if !removal && !standIn {
+		rs.t.Fatalf("expected nothing before the probe's answer, got %s", summary(resp))
 	}
 	rs.ack(resp)
 	rs.send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{probe}})
+}
+
+// emptyResource reports whether resp carries name as a CLA with no endpoints.
+func emptyResource(t *testing.T, resp *discoveryv3.DeltaDiscoveryResponse, name string) bool {
+	t.Helper()
+	for _, r := range resp.Resources {
+		if r.Name == name {
+			cla := decodeCLA(t, r)
+			return cla.ClusterName == name && len(cla.Endpoints) == 0
+		}
+	}
+	return false
 }
 
 // summary renders a response as "name@version ... -removed".

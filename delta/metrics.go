@@ -18,6 +18,9 @@ type Metrics struct {
 	RejectedRequests *prometheus.CounterVec // by reason
 	IgnoredTypes     *prometheus.CounterVec // by type_url
 	ACKTimeouts      *prometheus.CounterVec // by type_url
+	// NACKResends counts resources queued to be resent alone after a NACK
+	// of a response that carried several (xds.Subscription.Rejected).
+	NACKResends prometheus.Counter
 	// EventToSend and EventToACK measure propagation: from when the change
 	// behind a resource was observed upstream to its response being written,
 	// and to the client's ACK of it (convergence). Only changes to what a
@@ -69,6 +72,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ACKTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_ack_timeouts_total", Help: "Streams ended because a response was neither ACKed nor NACKed within the ack timeout, by the type of that response.",
 		}, byType),
+		NACKResends: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "deltaeds_xds_nack_resends_total", Help: "Resources of NACKed multi-resource responses queued to be resent one per response, to isolate the rejected one.",
+		}),
 		EventToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "deltaeds_propagation_send_seconds", Help: "From upstream event observed to response sent, per changed resource and stream (first answers to a subscription are not changes).",
 			Buckets: propagationBuckets,
@@ -80,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Streams, m.Responses, m.ResourcesSent, m.RemovalsSent, m.BytesSent,
-			m.ACKs, m.NACKs, m.StaleNonces, m.RejectedRequests, m.IgnoredTypes, m.ACKTimeouts, m.EventToSend, m.EventToACK)
+			m.ACKs, m.NACKs, m.StaleNonces, m.RejectedRequests, m.IgnoredTypes, m.ACKTimeouts, m.NACKResends, m.EventToSend, m.EventToACK)
 	}
 	return m
 }

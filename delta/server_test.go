@@ -64,16 +64,59 @@ func TestProtocol(t *testing.T) {
 				}
 			}
 		}},
-		{"a missing name is answered at once with a removal", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a missing name is answered at once with an empty CLA, never a removal", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+			// Envoy ignores EDS removals and would keep routing to old hosts.
 			rs.first(&req{ResourceNamesSubscribe: []string{"a", "missing"}})
 			resp := rs.next()
-			if got := names(resp); !reflect.DeepEqual(got, []string{"a"}) || !reflect.DeepEqual(resp.RemovedResources, []string{"missing"}) {
+			if got := names(resp); !reflect.DeepEqual(got, []string{"a", "missing"}) || len(resp.RemovedResources) != 0 {
 				t.Fatalf("got %s", summary(resp))
+			}
+			if !emptyResource(t, resp, "missing") {
+				t.Fatalf("missing was not sent as an empty CLA: %s", summary(resp))
 			}
 			rs.ack(resp)
 			f.set(1, "missing")
-			if got := names(rs.next()); !reflect.DeepEqual(got, []string{"missing"}) {
-				t.Fatalf("created name not sent: %v", got)
+			resp = rs.next()
+			if got := names(resp); !reflect.DeepEqual(got, []string{"missing"}) || emptyResource(t, resp, "missing") {
+				t.Fatalf("created name not sent: %s", summary(resp))
+			}
+		}},
+		{"a name deleted while its response is unacknowledged ends as an empty CLA", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
+			resp := rs.next()
+			f.set(9, "a")
+			f.del("a")
+			rs.ack(resp)
+			resp = rs.next()
+			if got := names(resp); !reflect.DeepEqual(got, []string{"a"}) || len(resp.RemovedResources) != 0 || !emptyResource(t, resp, "a") {
+				t.Fatalf("got %s, want a's empty CLA", summary(resp))
+			}
+			rs.ack(resp)
+			rs.quiet()
+		}},
+		{"a NACKed batch is resent one resource at a time; one rejected alone is not resent", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+			rs.first(&req{ResourceNamesSubscribe: []string{"a", "b"}})
+			resp := rs.next()
+			nack := func(r *discoveryv3.DeltaDiscoveryResponse) {
+				rs.send(&req{ResponseNonce: r.Nonce, ErrorDetail: &statuspb.Status{Code: int32(codes.Internal), Message: "b: bad endpoints"}})
+			}
+			nack(resp)
+			first := rs.next()
+			if got := names(first); !reflect.DeepEqual(got, []string{"a"}) {
+				t.Fatalf("first resend %s, want a alone", summary(first))
+			}
+			rs.ack(first)
+			second := rs.next()
+			if got := names(second); !reflect.DeepEqual(got, []string{"b"}) {
+				t.Fatalf("second resend %s, want b alone", summary(second))
+			}
+			nack(second)
+			rs.quiet() // b, rejected alone, is not resent
+			if n := f.counter("deltaeds_xds_nack_resends_total"); n != 2 {
+				t.Fatalf("nack resends = %v, want 2", n)
+			}
+			if n := f.counter("deltaeds_xds_nacks_total"); n != 2 {
+				t.Fatalf("nacks = %v, want 2", n)
 			}
 		}},
 		{"unsubscribing sends nothing back and stops updates", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
@@ -132,24 +175,51 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"legacy wildcard ends when the client names resources", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"legacy wildcard continues after the client names resources, until it unsubscribes *", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{})
 			rs.ack(rs.next())
 			rs.send(&req{ResourceNamesSubscribe: []string{"a"}})
 			rs.quiet() // a is held already: nothing to send
+			// quiet unsubscribed its probe under the wildcard: answered.
+			resp := rs.next()
+			if len(resp.Resources) != 0 || !reflect.DeepEqual(resp.RemovedResources, []string{"probe-1"}) {
+				t.Fatalf("got %s, want the probe's removal", summary(resp))
+			}
+			rs.ack(resp)
 			f.set(3, "b")
-			f.set(3, "a")
+			resp = rs.next()
+			if got := names(resp); !reflect.DeepEqual(got, []string{"b"}) {
+				t.Fatalf("got %v: the wildcard should continue", got)
+			}
+			rs.ack(resp)
+			rs.send(&req{ResourceNamesUnsubscribe: []string{"*"}})
+			rs.quiet()
+			f.set(4, "b")
+			f.set(4, "a")
 			if got := names(rs.next()); !reflect.DeepEqual(got, []string{"a"}) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"initial_resource_versions: current not resent, stale resent, gone removed", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a first request that only unsubscribes is not a legacy wildcard", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+			rs.first(&req{ResourceNamesUnsubscribe: []string{"x"}})
+			rs.quiet() // nothing of a and b is sent
+		}},
+		{"under the wildcard, unsubscribing a named resource is answered", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+			rs.first(&req{ResourceNamesSubscribe: []string{"*", "a", "gone"}})
+			rs.ack(rs.next())
+			rs.send(&req{ResourceNamesUnsubscribe: []string{"a", "gone"}})
+			resp := rs.next()
+			if got := names(resp); !reflect.DeepEqual(got, []string{"a"}) || !reflect.DeepEqual(resp.RemovedResources, []string{"gone"}) {
+				t.Fatalf("got %s, want a (the wildcard covers it) and the removal of gone", summary(resp))
+			}
+		}},
+		{"initial_resource_versions: current not resent, stale resent, gone sent empty", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{
 				ResourceNamesSubscribe:  []string{"a", "b", "gone"},
 				InitialResourceVersions: map[string]string{"a": f.version("a"), "b": "old", "gone": "v1"},
 			})
 			resp := rs.next()
-			if got := names(resp); !reflect.DeepEqual(got, []string{"b"}) || !reflect.DeepEqual(resp.RemovedResources, []string{"gone"}) {
+			if got := names(resp); !reflect.DeepEqual(got, []string{"b", "gone"}) || len(resp.RemovedResources) != 0 || !emptyResource(t, resp, "gone") {
 				t.Fatalf("got %s", summary(resp))
 			}
 		}},
@@ -299,7 +369,7 @@ func TestNothingIsSentBeforeSync(t *testing.T) {
 	rs := f.open()
 	rs.first(&req{ResourceNamesSubscribe: []string{"a", "missing"}})
 	// Wait until the server holds the subscription, then prove it is silent:
-	// a removal for "missing" before sync would claim it does not exist.
+	// an empty CLA for "missing" before sync would claim it has no endpoints.
 	waitFor(t, func() bool { s := f.server.Streams(); return len(s) == 1 && s[0].Subscriptions == 2 })
 	select {
 	case r := <-rs.recv:
@@ -309,7 +379,7 @@ func TestNothingIsSentBeforeSync(t *testing.T) {
 	f.set(2, "a")
 	f.store.MarkSynced()
 	resp := rs.next()
-	if got := names(resp); !reflect.DeepEqual(got, []string{"a"}) || resp.Resources[0].Version != f.version("a") || !reflect.DeepEqual(resp.RemovedResources, []string{"missing"}) {
+	if got := names(resp); !reflect.DeepEqual(got, []string{"a", "missing"}) || resp.Resources[0].Version != f.version("a") || !emptyResource(t, resp, "missing") {
 		t.Fatalf("got %s", summary(resp))
 	}
 }

@@ -44,17 +44,15 @@ type stream struct {
 type typeState struct {
 	url string
 	sub *xds.Subscription
-	// legacyWildcard is set when the first request named no resources: a
-	// wildcard that ends as soon as the client names resources.
-	legacyWildcard bool
 
 	nonce    string // of the latest response; "" before the first
 	inflight bool   // the latest response awaits its ACK or NACK
 	// inflightObserved holds the upstream observation times of the resources
 	// in flight, for ACK latency; nil when none had one.
 	inflightObserved []time.Time
-	// inflightNames names what the in-flight response carried, for the
-	// NACK log line (Envoy's NACK does not repeat them).
+	// inflightNames names the resources the in-flight response carried:
+	// Envoy's NACK does not repeat them, and after a NACK each is resent
+	// alone (xds.Subscription.Rejected).
 	inflightNames []string
 
 	responses, resources, removals, bytes, acks, nacks, stale prometheus.Counter
@@ -211,20 +209,13 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	change := xds.Change{Subscribe: req.GetResourceNamesSubscribe(), Unsubscribe: req.GetResourceNamesUnsubscribe()}
 	if first {
 		change.InitialVersions = req.GetInitialResourceVersions()
-		if len(change.Subscribe) == 0 {
+		// Legacy wildcard: a first request that subscribes and unsubscribes
+		// nothing. The wildcard then lasts until the client unsubscribes
+		// "*" (xds_protocol.rst's incremental example; Envoy keeps "*" in
+		// requested_resource_state_, delta_subscription_state.cc), also
+		// after it names resources.
+		if len(change.Subscribe) == 0 && len(change.Unsubscribe) == 0 {
 			change.Subscribe = []string{xds.Wildcard}
-			ts.legacyWildcard = true
-		}
-	} else if ts.legacyWildcard && len(change.Subscribe) > 0 {
-		// The legacy wildcard lasts until the client names resources,
-		// unless it names "*" itself.
-		ts.legacyWildcard = false
-		explicit := false
-		for _, n := range change.Subscribe {
-			explicit = explicit || n == xds.Wildcard
-		}
-		if !explicit {
-			change.Unsubscribe = append(change.Unsubscribe, xds.Wildcard)
 		}
 	}
 	if len(change.Subscribe) == 0 && len(change.Unsubscribe) == 0 && len(change.InitialVersions) == 0 {
@@ -321,10 +312,24 @@ func (st *stream) acknowledge(ts *typeState, req *discoveryv3.DeltaDiscoveryRequ
 	if detail := req.GetErrorDetail(); detail != nil {
 		ts.nacks.Inc()
 		ts.inflightObserved = ts.inflightObserved[:0]
-		st.log.Warn("client rejected a response (NACK); it keeps its previous endpoints, and the next change of these resources is sent",
+		// Envoy applies a response resource by resource and stops at the
+		// one it rejects, so the others may or may not have reached it:
+		// each is resent alone, once, isolating the bad one.
+		resent := ts.sub.Rejected(ts.inflightNames)
+		st.s.metrics.NACKResends.Add(float64(resent))
+		names := ts.inflightNames
+		if len(names) > maxLoggedNames {
+			names = names[:maxLoggedNames]
+		}
+		msg := "client rejected a response (NACK); the rejected resource is not resent until it changes"
+		if resent > 0 {
+			msg = "client rejected a response (NACK); it may have applied part of it, so each of its resources is resent alone to isolate the rejected one"
+		}
+		st.log.Warn(msg,
 			zap.String("type_url", ts.url), zap.String("nonce", ts.nonce),
-			zap.String("error", detail.GetMessage()), zap.Int32("code", detail.GetCode()),
-			zap.Strings("resource_names", ts.inflightNames))
+			zap.String("error", truncate(detail.GetMessage(), 1024)), zap.Int32("code", detail.GetCode()),
+			zap.Int("resources", len(ts.inflightNames)), zap.Int("resent_alone", resent),
+			zap.Strings("resource_names", names))
 		st.infoMu.Lock()
 		st.infoData.LastNACK = now
 		st.infoData.LastNACKError = detail.GetMessage()
@@ -376,11 +381,12 @@ func (st *stream) send(ts *typeState, b xds.Batch) error {
 	ts.resources.Add(float64(len(b.Resources)))
 	ts.removals.Add(float64(len(b.Removed)))
 	ts.bytes.Add(float64(size))
+	if cap(ts.inflightNames) > 4*maxLoggedNames && len(b.Resources) <= maxLoggedNames {
+		ts.inflightNames = nil // an initial sync's worth of names is not kept for ever
+	}
 	ts.inflightNames = ts.inflightNames[:0]
 	for _, r := range b.Resources {
-		if len(ts.inflightNames) < maxLoggedNames {
-			ts.inflightNames = append(ts.inflightNames, r.Name)
-		}
+		ts.inflightNames = append(ts.inflightNames, r.Name)
 	}
 	// Only changes count: a first answer to a subscription is as old as the
 	// content, which is not a propagation delay.

@@ -17,10 +17,13 @@
 // # Deleted Services and removed ports
 //
 // Envoy ignores a delta removal of an EDS resource (it keeps its last hosts),
-// but empties a cluster on an empty ClusterLoadAssignment. So a CLA the
-// Service no longer produces is first published empty, and deleted from the
-// store only after Config.DeletedGracePeriod; a Service re-created meanwhile
-// simply updates it.
+// but empties a cluster on an empty ClusterLoadAssignment. The watcher
+// registers translate.EmptyCLA as the store's stand-in for absent names, so a
+// client that names a CLA the store does not hold is always served it empty.
+// A CLA the Service no longer produces is first published empty, and deleted
+// from the store only after Config.DeletedGracePeriod: wildcard subscribers
+// see it empty for that long before its removal, and a Service re-created
+// meanwhile simply updates it.
 //
 // # Sync and outages
 //

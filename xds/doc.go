@@ -27,6 +27,24 @@
 // is therefore bounded by its subscriptions, never by the rate of change, and a
 // slow stream costs nothing to anyone else.
 //
+// # Absent names and stand-ins
+//
+// A type registered with an [AbsentFunc] serves a name that a subscription
+// names but that has no resource as the function's message (deltaeds: an
+// empty ClusterLoadAssignment), never as a bare removal: Envoy ignores EDS
+// removals and would keep routing to the last hosts. The stand-in is built
+// once per name when the first subscription names it or when its resource is
+// deleted, shared by every subscriber, and dropped with the last subscription
+// that names it; its version is a content hash like any other. Wildcard
+// subscriptions, and types without an AbsentFunc, get removals.
+//
+// # NACKs
+//
+// A client may apply part of a response before rejecting one of its
+// resources. [Subscription.Rejected] queues the resources of a rejected
+// response that carried several to be sent again, each alone, once; a
+// resource rejected alone is not resent until it changes.
+//
 // # Locking
 //
 // Each type has its own RWMutex guarding its resources and its subscription

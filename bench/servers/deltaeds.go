@@ -8,8 +8,10 @@ import (
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/deltaeds/deltaeds/delta"
+	"github.com/deltaeds/deltaeds/translate"
 	"github.com/deltaeds/deltaeds/xds"
 )
 
@@ -22,7 +24,8 @@ type deltaEDS struct {
 
 func newDeltaEDS() *deltaEDS {
 	store := xds.NewStore()
-	store.RegisterType(xds.EndpointType)
+	// As serve does (watch.New): absent names are served as empty CLAs.
+	store.RegisterType(xds.EndpointType, func(name string) proto.Message { return translate.EmptyCLA(name) })
 	srv := delta.NewServer(store, delta.Options{})
 	g := grpc.NewServer(srv.GRPCServerOptions()...)
 	srv.Register(g)
