@@ -32,6 +32,14 @@ type FleetOptions struct {
 	OnApply func(i int, c *envoysim.Client, a envoysim.Applied)
 	// NACK, if set, decides the ACK or NACK of client i's responses.
 	NACK func(i int, resp *discoveryv3.DeltaDiscoveryResponse) error
+	// Wildcard makes every client subscribe to "*" too (envoysim.Config.Wildcard). Envoy never
+	// does this for EDS; a scenario uses it to watch what deltaeds sends wildcard subscribers,
+	// such as the removals it sends no client that subscribed by name.
+	Wildcard bool
+	// Backoff, if set, replaces Envoy's initial reconnect backoff (500ms, doubling to 30s, see
+	// envoysim.Config.Backoff). Leave it zero unless the scenario has a reason: a scenario that
+	// reports how long clients take to recover must use Envoy's.
+	Backoff time.Duration
 	// Logger receives the clients' logs (nil: none).
 	Logger *zap.Logger
 }
@@ -50,11 +58,13 @@ func StartFleet(ctx context.Context, opts FleetOptions) (*Fleet, error) {
 	f := &Fleet{}
 	for i := range opts.Size {
 		cfg := envoysim.Config{
-			Target:  opts.Target,
-			Creds:   opts.Creds,
-			NodeID:  fmt.Sprintf("%s-%d", opts.NodePrefix, i),
-			Cluster: opts.NodePrefix,
-			Logger:  opts.Logger,
+			Target:   opts.Target,
+			Creds:    opts.Creds,
+			NodeID:   fmt.Sprintf("%s-%d", opts.NodePrefix, i),
+			Cluster:  opts.NodePrefix,
+			Wildcard: opts.Wildcard,
+			Backoff:  opts.Backoff,
+			Logger:   opts.Logger,
 		}
 		if len(opts.Zones) > 0 {
 			cfg.Locality = &corev3.Locality{Zone: opts.Zones[i%len(opts.Zones)]}
