@@ -13,7 +13,8 @@
 //  2. TestRollingRestartNeverEmpty: a 100-pod Deployment-style rolling restart (maxSurge 25%,
 //     maxUnavailable 0); at no applied response does any client hold the Service's CLA with
 //     zero usable endpoints, and at the end every client holds exactly the new pods.
-//  3. TestServiceDeleted: an empty CLA at once, the removal after the grace period, and a
+//  3. TestServiceDeleted: an empty CLA at once, the removal after the grace period (to wildcard
+//     subscribers only: a client that subscribed by name keeps routing to nothing), and a
 //     Service re-created within the grace period comes back without a removal.
 //  4. TestAPIServerOutage: kube-apiserver stopped for 30 s; streams stay open, a client joining
 //     during the outage gets the last known endpoints, changes after it reach everyone.

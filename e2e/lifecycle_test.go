@@ -4,14 +4,14 @@ import (
 	"testing"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
-	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
 // TestSubscriptionLifecycle covers what Envoy does around the nine scenarios: a cluster added
-// before its Service exists (warming ends on a removal, and the CLA comes once the Service
-// does), and a Deployment scaled to zero (an empty CLA, never a removal, and the endpoints come
-// back with the pods). A cluster removed and added back is TestResubscribeResends.
+// before its Service exists (warming ends on an empty CLA, and the endpoints come once the
+// Service does), and a Deployment scaled to zero (an empty CLA, never a removal, and the
+// endpoints come back with the pods). A cluster removed and added back is
+// TestResubscribeResends.
 func TestSubscriptionLifecycle(t *testing.T) {
 	const ns = "lifecycle"
 	e := scenario(t, ns)
@@ -20,10 +20,11 @@ func TestSubscriptionLifecycle(t *testing.T) {
 	f := e.fleet(t, harness.FleetOptions{Size: 3, Target: p.XDSAddress(), NodePrefix: "lc", OnApply: rec.onApply})
 	ctx := t.Context()
 
-	// Subscribed before the Service exists: "does not exist" at once.
+	// Subscribed before the Service exists: an empty CLA at once, which ends the cluster's
+	// warming with nothing to route to.
 	lateName := translate.ClusterName(ns, "late", "http")
 	f.Subscribe(lateName)
-	waitAll(t, "a removal for a Service that does not exist yet", f, func(s envoysim.State) bool { return s.Removed(lateName) })
+	waitAll(t, "an empty CLA for a Service that does not exist yet", f, routesNothing(lateName))
 	late := e.service(t, ns, "late", 2)
 	waitAll(t, "the Service once it exists", f, holds(lateName, late.IPs(), nil))
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -253,13 +255,22 @@ func waitAll(t *testing.T, what string, f *harness.Fleet, pred func(envoysim.Sta
 	}
 }
 
-// describeFleet renders what each client holds, for failure messages.
+// describeFleet renders what each client routes to, for failure messages, noting where its xDS
+// state differs (a name removed, or a version from a rejected response routed with).
 func describeFleet(f *harness.Fleet) string {
 	var b strings.Builder
 	for i, c := range f.Clients {
 		fmt.Fprintf(&b, "client %d:", i)
-		for name, h := range c.Resources() {
-			fmt.Fprintf(&b, "\n  %s@%s %s", name, short(h.Version), harness.Summary(h.CLA))
+		routes, held := c.Routes(), c.HeldAll()
+		for _, name := range slices.Sorted(maps.Keys(routes)) {
+			r := routes[name]
+			fmt.Fprintf(&b, "\n  %s@%s %s", name, short(r.Version), harness.Summary(r.CLA))
+			switch h, ok := held[name]; {
+			case !ok:
+				b.WriteString(" (not held)")
+			case h.Version != r.Version:
+				fmt.Fprintf(&b, " (held @%s)", short(h.Version))
+			}
 		}
 		b.WriteString("\n")
 	}
@@ -273,17 +284,29 @@ func short(v string) string {
 	return v
 }
 
-// holds is a predicate: the client holds name with exactly ips0 usable at priority 0 and ips1 at
-// priority 1, and nothing else.
+// holds is a predicate: the client routes name to exactly ips0 usable at priority 0 and ips1 at
+// priority 1, and nothing else. It asks where the client sends traffic, so it reads the Route
+// view: an EDS removal leaves Envoy's endpoints in place, only a CLA can change them.
 func holds(name string, ips0, ips1 []string) func(envoysim.State) bool {
 	ips0, ips1 = harness.SortIPs(append([]string(nil), ips0...)), harness.SortIPs(append([]string(nil), ips1...))
 	return func(s envoysim.State) bool {
-		h, ok := s.Get(name)
+		r, ok := s.Route(name)
 		if !ok {
 			return false
 		}
-		return len(harness.Endpoints(h.CLA)) == len(ips0)+len(ips1) &&
-			harness.SameIPs(harness.IPsAt(h.CLA, 0), ips0) && harness.SameIPs(harness.IPsAt(h.CLA, 1), ips1)
+		return len(harness.Endpoints(r.CLA)) == len(ips0)+len(ips1) &&
+			harness.SameIPs(harness.IPsAt(r.CLA, 0), ips0) && harness.SameIPs(harness.IPsAt(r.CLA, 1), ips1)
+	}
+}
+
+// routesNothing is a predicate: the client has a route for name and it has no endpoint at all,
+// which only a CLA without endpoints gives. deltaeds answers that way for a name subscribed by
+// name that has no resource (a Service deleted or never created, a port dropped): Envoy ignores
+// EDS removals, so a removal would leave it routing to the last endpoints it had.
+func routesNothing(name string) func(envoysim.State) bool {
+	return func(s envoysim.State) bool {
+		r, ok := s.Route(name)
+		return ok && len(harness.Endpoints(r.CLA)) == 0
 	}
 }
 
@@ -365,8 +388,10 @@ type recorder struct {
 func (r *recorder) onApply(i int, c *envoysim.Client, a envoysim.Applied) {
 	var evs []applied
 	for _, u := range a.Updated {
-		h, _ := c.Get(u.Name)
-		evs = append(evs, applied{client: i, name: u.Name, version: u.Version, endpoints: len(harness.Endpoints(h.CLA)), at: a.ReceivedAt})
+		// OnApply runs on the receive goroutine right after the response was applied: the
+		// route is the CLA just received, and its endpoints are what the client now sends to.
+		r, _ := c.Route(u.Name)
+		evs = append(evs, applied{client: i, name: u.Name, version: u.Version, endpoints: len(harness.Endpoints(r.CLA)), at: a.ReceivedAt})
 	}
 	for _, n := range a.Removed {
 		evs = append(evs, applied{client: i, name: n, removed: true, at: a.ReceivedAt})

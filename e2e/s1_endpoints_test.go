@@ -41,12 +41,12 @@ func TestEndpointsFollowPods(t *testing.T) {
 	}
 	for i, c := range f.Clients {
 		for name, port := range map[string]uint32{httpName: 8080, metricsName: 9091} {
-			h, _ := c.Get(name)
-			if got := h.CLA.GetClusterName(); got != name {
+			r, _ := c.Route(name)
+			if got := r.CLA.GetClusterName(); got != name {
 				t.Errorf("client %d: cluster_name %q, want %q", i, got, name)
 			}
 			zonesSeen := map[string]bool{}
-			for _, ep := range harness.Endpoints(h.CLA) {
+			for _, ep := range harness.Endpoints(r.CLA) {
 				pod, ok := byIP[ep.IP]
 				switch {
 				case !ok:
@@ -67,7 +67,7 @@ func TestEndpointsFollowPods(t *testing.T) {
 			}
 			// One locality group per (priority, zone).
 			groups := map[string]bool{}
-			for _, g := range h.CLA.GetEndpoints() {
+			for _, g := range r.CLA.GetEndpoints() {
 				k := fmt.Sprintf("%d/%s", g.GetPriority(), g.GetLocality().GetZone())
 				if groups[k] {
 					t.Errorf("client %d %s: two locality groups for %s", i, name, k)
@@ -122,8 +122,8 @@ func TestEndpointsFollowPods(t *testing.T) {
 	}
 	waitAll(t, "the draining pod at priority 1", f, both(without(draining), []string{draining.IP}))
 	for i, c := range f.Clients {
-		h, _ := c.Get(httpName)
-		for _, ep := range harness.Endpoints(h.CLA) {
+		r, _ := c.Route(httpName)
+		for _, ep := range harness.Endpoints(r.CLA) {
 			if ep.IP == draining.IP && (ep.Health != corev3.HealthStatus_HEALTHY || ep.Zone != draining.Zone) {
 				t.Errorf("client %d: draining endpoint %+v, want HEALTHY in zone %s", i, ep, draining.Zone)
 			}
@@ -146,7 +146,9 @@ func TestEndpointsFollowPods(t *testing.T) {
 	}
 	waitAll(t, "the new pod", f, both(append(without(draining), added[0].IP), nil))
 
-	// Nobody ever saw a removal of a Service that exists.
+	// Nobody ever saw a removal of a Service that exists. (A protocol check: deltaeds sends
+	// removals to no client that subscribed by name, and a removal would not change what an
+	// Envoy routes to anyway; the waits above read the routes.)
 	for i, c := range f.Clients {
 		if c.Removed(httpName) || c.Removed(metricsName) {
 			t.Errorf("client %d: a CLA of a live Service was removed", i)
@@ -190,7 +192,8 @@ func TestEndpointsFollowPods(t *testing.T) {
 		} `json:"resources"`
 	}
 	getJSON(t, p, "/debug/resources?name="+url.QueryEscape(httpName), &res)
-	held, _ := f.Clients[0].Get(httpName)
+	// The server's resource against what it last sent the client: the xDS state.
+	held, _ := f.Clients[0].Held(httpName)
 	if res.Count != 1 || res.Resources[0].Version != held.Version || res.Resources[0].Endpoints != len(harness.Endpoints(held.CLA)) {
 		t.Errorf("/debug/resources?name=%s = %+v; the clients hold version %s with %d endpoints",
 			httpName, res, held.Version, len(harness.Endpoints(held.CLA)))

@@ -28,7 +28,7 @@ func TestRollingRestartNeverEmpty(t *testing.T) {
 	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s2"})
 
 	// The invariant is checked on every response every client applies, on the client's own
-	// receive goroutine, against the CLA it holds right after applying it.
+	// receive goroutine, against what it routes to right after applying it.
 	var (
 		armed    atomic.Bool
 		checked  atomic.Int64
@@ -44,20 +44,20 @@ func TestRollingRestartNeverEmpty(t *testing.T) {
 				if u.Name != name {
 					continue
 				}
-				h, _ := c.Get(name)
-				tracker.Applied(i, name, h.CLA, a.ReceivedAt)
+				r, _ := c.Route(name)
+				tracker.Applied(i, name, r.CLA, a.ReceivedAt)
 				if !armed.Load() {
 					continue
 				}
 				checked.Add(1)
-				usable, ready := harness.Usable(h.CLA), len(harness.IPsAt(h.CLA, 0))
+				usable, ready := harness.Usable(r.CLA), len(harness.IPsAt(r.CLA, 0))
 				mu.Lock()
 				if v, ok := minReady[i]; !ok || ready < v {
 					minReady[i] = ready
 				}
 				if usable == 0 {
 					broken = append(broken, fmt.Sprintf("client %d at %s: version %s has no usable endpoint: %s",
-						i, a.ReceivedAt.Format(time.RFC3339Nano), u.Version, harness.Summary(h.CLA)))
+						i, a.ReceivedAt.Format(time.RFC3339Nano), u.Version, harness.Summary(r.CLA)))
 				}
 				mu.Unlock()
 			}

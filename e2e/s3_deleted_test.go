@@ -11,10 +11,13 @@ import (
 	"github.com/deltaeds/deltaeds/translate"
 )
 
-// Scenario 3: a deleted Service. Every subscribed client at once holds an empty CLA for it (no
-// endpoints: Envoy would otherwise keep the last hosts), and after the grace period gets it in
-// removed_resources; a Service re-created within the grace period comes back without a removal
-// in between. A port removed from a live Service goes the same way, its other port untouched.
+// Scenario 3: a deleted Service. Every subscribed client at once routes to nothing for it: an
+// empty CLA, never only a removal (Envoy ignores EDS removals and would keep the last hosts,
+// whose IPs go to other pods). deltaeds keeps that empty CLA for a grace period and then drops
+// the resource: a wildcard subscriber gets it in removed_resources then, while a client that
+// subscribed by name is never sent a removal and keeps routing to nothing. A Service re-created
+// within the grace period comes back without a removal in between. A port removed from a live
+// Service goes the same way, its other port untouched.
 //
 // The three cases touch different Services and run in lockstep, so the scenario lasts one grace
 // period.
@@ -36,18 +39,18 @@ func TestServiceDeleted(t *testing.T) {
 	rec := &recorder{}
 	f := e.fleet(t, harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "s3", OnApply: rec.onApply})
 	f.Subscribe(goneName, backName, keptName, droppedName)
-	waitAll(t, "every Service", f, holdsAll(holds(goneName, gone.IPs(), nil), holds(backName, back.IPs(), nil),
-		holds(keptName, ports.IPs(), nil), holds(droppedName, ports.IPs(), nil)))
+	// The wildcard subscriber is the only one deltaeds sends removals to: it shows when the
+	// grace period ends.
+	wrec := &recorder{}
+	wild := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s3-wildcard", Wildcard: true, OnApply: wrec.onApply})
+	every := holdsAll(holds(goneName, gone.IPs(), nil), holds(backName, back.IPs(), nil),
+		holds(keptName, ports.IPs(), nil), holds(droppedName, ports.IPs(), nil))
+	waitAll(t, "every Service", f, every)
+	waitAll(t, "every Service (wildcard subscriber)", wild, every)
 	ctx := t.Context()
-	empty := func(name string) func(envoysim.State) bool {
-		return func(s envoysim.State) bool {
-			h, ok := s.Get(name)
-			return ok && len(harness.Endpoints(h.CLA)) == 0
-		}
-	}
 
 	// Delete two Services and drop one port of a third.
-	mark := rec.mark()
+	mark, wmark := rec.mark(), wrec.mark()
 	deleted := time.Now()
 	for _, svc := range []string{"gone", "back"} {
 		if err := e.cluster.DeleteService(ctx, ns, svc); err != nil {
@@ -67,8 +70,10 @@ func TestServiceDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// At once: empty CLAs, not removals.
-	waitAll(t, "empty CLAs", f, holdsAll(empty(goneName), empty(backName), empty(droppedName)))
+	// At once: empty CLAs, not removals; every client routes to nothing for them.
+	nothing := holdsAll(routesNothing(goneName), routesNothing(backName), routesNothing(droppedName))
+	waitAll(t, "empty CLAs", f, nothing)
+	waitAll(t, "empty CLAs (wildcard subscriber)", wild, nothing)
 
 	// Re-created within the grace period, "back" gets its endpoints again.
 	if _, err := e.cluster.CreateService(ctx, ns, "back", back.Labels(), []harness.ServicePort{httpPort}); err != nil {
@@ -76,39 +81,64 @@ func TestServiceDeleted(t *testing.T) {
 	}
 	recreated := time.Since(deleted)
 	waitAll(t, "the re-created Service's endpoints", f, holds(backName, back.IPs(), nil))
+	waitAll(t, "the re-created Service's endpoints (wildcard subscriber)", wild, holds(backName, back.IPs(), nil))
 	if recreated >= grace {
 		t.Fatalf("re-creating the Service took %s, longer than the grace period %s: the machine is too slow for this check", recreated, grace)
 	}
 
-	// After the grace period: removals for the deleted Service and the dropped port.
-	waitAll(t, "the removals", f, func(s envoysim.State) bool { return s.Removed(goneName) && s.Removed(droppedName) })
-	t.Logf("removals reached every client %s after the deletion (grace period %s)", time.Since(deleted).Round(100*time.Millisecond), grace)
+	// After the grace period: removals for the deleted Service and the dropped port, to the
+	// wildcard subscriber.
+	waitAll(t, "the removals at the wildcard subscriber", wild, func(s envoysim.State) bool { return s.Removed(goneName) && s.Removed(droppedName) })
+	t.Logf("removals reached the wildcard subscriber %s after the deletion (grace period %s)", time.Since(deleted).Round(100*time.Millisecond), grace)
 	// Outlive the grace period, then look back: a removal of "back" would have come by now.
 	time.Sleep(time.Until(deleted.Add(grace + 5*time.Second)))
 
+	// The wildcard subscriber: for the deleted Service and the dropped port, updates (the last
+	// of them empty), then exactly one removal, last, a grace period after the empty CLA.
+	for _, name := range []string{goneName, droppedName} {
+		evs := wrec.since(wmark, 0, name)
+		if len(evs) < 2 || !evs[len(evs)-1].removed {
+			t.Errorf("wildcard subscriber %s: got %+v, want an empty CLA then a removal", name, evs)
+			continue
+		}
+		removal, emptied := evs[len(evs)-1], evs[len(evs)-2]
+		if emptied.removed || emptied.endpoints != 0 {
+			t.Errorf("wildcard subscriber %s: the removal came after %+v, not after an empty CLA", name, emptied)
+		}
+		for _, ev := range evs[:len(evs)-1] {
+			if ev.removed {
+				t.Errorf("wildcard subscriber %s: removed twice: %+v", name, evs)
+			}
+		}
+		// The grace period runs on deltaeds' clock from when it saw the slices go; the
+		// client got the empty CLA after that. Half the period is a bound that only an
+		// early removal can break.
+		if held := removal.at.Sub(emptied.at); held < grace/2 {
+			t.Errorf("wildcard subscriber %s: the empty CLA was removed after %s, before the grace period of %s", name, held, grace)
+		}
+	}
+	for _, ev := range wrec.since(wmark, 0, backName) {
+		if ev.removed {
+			t.Errorf("wildcard subscriber: the re-created Service's CLA was removed at %s", ev.at.Format(time.RFC3339Nano))
+		}
+	}
+
+	// The clients that subscribed by name: never a removal, and what they route to for the
+	// deleted Service and the dropped port is still nothing, grace period or not.
 	for i, c := range f.Clients {
 		for _, name := range []string{goneName, droppedName} {
 			evs := rec.since(mark, i, name)
-			// The news after the deletion: updates (the last of them empty), then exactly
-			// one removal, last.
-			if len(evs) < 2 || !evs[len(evs)-1].removed {
-				t.Errorf("client %d %s: got %+v, want an empty CLA then a removal", i, name, evs)
-				continue
+			if len(evs) == 0 || evs[len(evs)-1].endpoints != 0 {
+				t.Errorf("client %d %s: got %+v, want updates ending with an empty CLA", i, name, evs)
 			}
-			removal, emptied := evs[len(evs)-1], evs[len(evs)-2]
-			if emptied.removed || emptied.endpoints != 0 {
-				t.Errorf("client %d %s: the removal came after %+v, not after an empty CLA", i, name, emptied)
-			}
-			for _, ev := range evs[:len(evs)-1] {
+			for _, ev := range evs {
 				if ev.removed {
-					t.Errorf("client %d %s: removed twice: %+v", i, name, evs)
+					t.Errorf("client %d %s: a removal, sent to a client that subscribed by name: %+v", i, name, evs)
+					break
 				}
 			}
-			// The grace period runs on deltaeds' clock from when it saw the slices go; the
-			// client got the empty CLA after that. Half the period is a bound that only an
-			// early removal can break.
-			if held := removal.at.Sub(emptied.at); held < grace/2 {
-				t.Errorf("client %d %s: the empty CLA was removed after %s, before the grace period of %s", i, name, held, grace)
+			if r, ok := c.Route(name); !ok || len(harness.Endpoints(r.CLA)) != 0 {
+				t.Errorf("client %d: routes %s to %s after the grace period, want an empty CLA", i, name, harness.Summary(r.CLA))
 			}
 		}
 		for _, ev := range rec.since(mark, i, backName) {
@@ -116,16 +146,16 @@ func TestServiceDeleted(t *testing.T) {
 				t.Errorf("client %d: the re-created Service's CLA was removed at %s", i, ev.at.Format(time.RFC3339Nano))
 			}
 		}
-		if h, ok := c.Get(backName); !ok || len(harness.Endpoints(h.CLA)) != 3 {
-			t.Errorf("client %d: holds %s for the re-created Service after the grace period", i, harness.Summary(h.CLA))
+		if r, ok := c.Route(backName); !ok || len(harness.Endpoints(r.CLA)) != 3 {
+			t.Errorf("client %d: routes the re-created Service to %s after the grace period", i, harness.Summary(r.CLA))
 		}
 		for _, ev := range rec.since(mark, i, keptName) {
 			if ev.removed || ev.endpoints != 3 {
 				t.Errorf("client %d: the kept port changed: %+v", i, ev)
 			}
 		}
-		if h, ok := c.Get(keptName); !ok || len(harness.Endpoints(h.CLA)) != 3 {
-			t.Errorf("client %d: the kept port is %s", i, harness.Summary(h.CLA))
+		if r, ok := c.Route(keptName); !ok || len(harness.Endpoints(r.CLA)) != 3 {
+			t.Errorf("client %d: the kept port routes to %s", i, harness.Summary(r.CLA))
 		}
 	}
 }

@@ -25,7 +25,8 @@ func TestAPIServerOutage(t *testing.T) {
 	f := e.fleet(t, harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "s4"})
 	f.Subscribe(name)
 	waitAll(t, "the Service", f, holds(name, d.IPs(), nil))
-	before, _ := f.Clients[0].Get(name)
+	// The version the server sent (the xDS state), to compare with what a late client is sent.
+	before, _ := f.Clients[0].Held(name)
 	streams := make([]uint64, len(f.Clients))
 	for i, c := range f.Clients {
 		streams[i] = c.Stats().Streams
@@ -70,7 +71,7 @@ func TestAPIServerOutage(t *testing.T) {
 	late := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s4-late"})
 	late.Subscribe(name)
 	waitAll(t, "the last known endpoints for a client joining during the outage", late, holds(name, d.IPs(), nil))
-	if h, _ := late.Clients[0].Get(name); h.Version != before.Version {
+	if h, _ := late.Clients[0].Held(name); h.Version != before.Version {
 		t.Errorf("the late client got version %s, the others hold %s", h.Version, before.Version)
 	}
 

@@ -70,10 +70,12 @@ func TestRestartAndReplicas(t *testing.T) {
 	waitAll(t, "every Service on replica A", watchA, holdsAll(all...))
 	waitAll(t, "every Service on replica B", watchB, holdsAll(all...))
 
-	// Versions are hashes of content: both replicas publish the same versions.
+	// Versions are hashes of content: both replicas publish the same versions. (Versions are
+	// what the servers said, so the xDS state is compared here and below; the waits for
+	// endpoints read the routes, through holds.)
 	for _, n := range names {
-		ha, _ := watchA.Clients[0].Get(n)
-		hb, _ := watchB.Clients[0].Get(n)
+		ha, _ := watchA.Clients[0].Held(n)
+		hb, _ := watchB.Clients[0].Held(n)
 		if ha.Version != hb.Version {
 			t.Errorf("%s: replica A has version %s, replica B %s", n, ha.Version, hb.Version)
 		}
@@ -94,7 +96,7 @@ func TestRestartAndReplicas(t *testing.T) {
 		mark := rec.mark()
 		move()
 		f.Subscribe(canary)
-		waitAll(t, what+": the canary", f, func(s envoysim.State) bool { _, ok := s.Get(canary); return ok })
+		waitAll(t, what+": the canary", f, func(s envoysim.State) bool { _, ok := s.Held(canary); return ok })
 		// A client applies responses in order, so once its canary is recorded, so is
 		// everything it received before.
 		rec.waitRecorded(t, mark, clients, canary)
@@ -155,8 +157,8 @@ func TestRestartAndReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitAll(t, "the change on the restarted replica A", watchA, func(s envoysim.State) bool {
-			h, ok := s.Get(changed)
-			hb, _ := watchB.Clients[0].Get(changed)
+			h, ok := s.Held(changed)
+			hb, _ := watchB.Clients[0].Held(changed)
 			return ok && h.Version == hb.Version
 		})
 		proxy.SetBackend(a.XDSAddress())
@@ -167,8 +169,8 @@ func TestRestartAndReplicas(t *testing.T) {
 		change(4)
 		waitAll(t, "the changes on replica A", watchA, func(s envoysim.State) bool {
 			for _, n := range []string{names[2], names[4]} {
-				h, _ := s.Get(n)
-				hb, _ := watchB.Clients[0].Get(n)
+				h, _ := s.Held(n)
+				hb, _ := watchB.Clients[0].Held(n)
 				if h.Version != hb.Version {
 					return false
 				}

@@ -64,7 +64,11 @@ func TestNACKingClient(t *testing.T) {
 		t.Fatalf("in %s without any change the NACKing client got %d more responses (%d NACKs in all): a resend loop",
 			quiet, s.Responses-s0.Responses, s.NACKs)
 	}
-	if _, ok := nacker.Get(payName); ok {
+	// A NACK of the whole response: the client neither routes with pay nor records its version.
+	if _, ok := nacker.Route(payName); ok {
+		t.Fatal("the NACKing client routes with the version it rejected")
+	}
+	if _, ok := nacker.Held(payName); ok {
 		t.Fatal("the NACKing client holds the version it rejected")
 	}
 
@@ -89,11 +93,15 @@ func TestNACKingClient(t *testing.T) {
 			t.Errorf("client %d: %d NACKs, %d reconnects; want none", i, s.NACKs, s.Reconnects)
 		}
 	}
-	// The NACKing client still holds what it accepted, and its stream is the first one.
+	// The NACKing client still routes to what it accepted, still holds it (deltaeds sent no
+	// removal), and its stream is the first one.
 	if s := nacker.Stats(); s.Reconnects != 0 {
 		t.Errorf("the NACKing client reconnected %d times", s.Reconnects)
 	}
-	if _, ok := nacker.Get(shopName); !ok {
-		t.Error("the NACKing client lost shop, which it had accepted")
+	if r, ok := nacker.Route(shopName); !ok || !harness.SameIPs(harness.IPsAt(r.CLA, 0), shop.IPs()) {
+		t.Errorf("the NACKing client routes shop to %s, want the %d pods it accepted", harness.Summary(r.CLA), len(shop.IPs()))
+	}
+	if _, ok := nacker.Held(shopName); !ok {
+		t.Error("the NACKing client lost shop from its xDS state, which it had accepted")
 	}
 }
