@@ -231,7 +231,8 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	// 4. The fleet. Every applied response is checked (no Service ever without a usable
-	// endpoint) and fed to the latency tracker.
+	// endpoint to route to) and fed to the latency tracker. The fleet uses envoysim's default,
+	// Envoy's, reconnect backoff.
 	tracker := harness.NewTracker(c.clients, clusterName)
 	var emptyMoments atomic.Int64
 	var names []string
@@ -243,9 +244,10 @@ func (d *demo) run(ctx context.Context) error {
 			Size: c.clients, Target: d.deltaed.XDSAddress(), NodePrefix: "envoy", Zones: zones, Logger: d.log,
 			OnApply: func(i int, cl *envoysim.Client, a envoysim.Applied) {
 				for _, u := range a.Updated {
-					h, _ := cl.Get(u.Name)
-					tracker.Applied(i, u.Name, h.CLA, a.ReceivedAt)
-					if harness.Usable(h.CLA) == 0 && u.Name != clusterName("canary") {
+					// What the Envoy routes to right after applying the response.
+					r, _ := cl.Route(u.Name)
+					tracker.Applied(i, u.Name, r.CLA, a.ReceivedAt)
+					if harness.Usable(r.CLA) == 0 && u.Name != clusterName("canary") {
 						emptyMoments.Add(1)
 					}
 				}
@@ -258,8 +260,8 @@ func (d *demo) run(ctx context.Context) error {
 		f.Subscribe(names...)
 		err = f.WaitAll(ctx, func(s envoysim.State) bool {
 			for i, n := range names {
-				h, ok := s.Get(n)
-				if !ok || !harness.SameIPs(harness.IPsAt(h.CLA, 0), deps[i].IPs()) {
+				r, ok := s.Route(n)
+				if !ok || !harness.SameIPs(harness.IPsAt(r.CLA, 0), deps[i].IPs()) {
 					return false
 				}
 			}
@@ -306,8 +308,8 @@ func (d *demo) run(ctx context.Context) error {
 		}
 		err = d.fleet.WaitAll(ctx, func(s envoysim.State) bool {
 			for i, n := range names {
-				h, ok := s.Get(n)
-				if !ok || !harness.SameIPs(harness.IPsAt(h.CLA, 0), deps[i].IPs()) || len(harness.Endpoints(h.CLA)) != c.pods {
+				r, ok := s.Route(n)
+				if !ok || !harness.SameIPs(harness.IPsAt(r.CLA, 0), deps[i].IPs()) || len(harness.Endpoints(r.CLA)) != c.pods {
 					return false
 				}
 			}
@@ -325,19 +327,21 @@ func (d *demo) run(ctx context.Context) error {
 	rss, _ := d.deltaed.RSS()
 
 	// 6. Restart deltaeds: Envoys reconnect presenting what they hold and are resent nothing.
-	// Once they hold a canary subscribed after the restart, anything resent has arrived.
+	// Once they hold a canary subscribed after the restart, anything resent has arrived. Both
+	// are about what the server said, so they read the xDS state (Held): "held" counts the
+	// versions the Envoys declare in initial_resource_versions.
 	var resent, held uint64
 	if err := d.step("restarting deltaeds; the Envoys reconnect with initial_resource_versions", func() (string, error) {
 		before := d.fleet.Stats()
 		for _, cl := range d.fleet.Clients {
-			held += uint64(len(cl.Resources()))
+			held += uint64(len(cl.HeldAll()))
 		}
 		if err := d.deltaed.Restart(ctx); err != nil {
 			return "", err
 		}
 		canary := clusterName("canary")
 		d.fleet.Subscribe(canary)
-		if err := d.fleet.WaitAll(ctx, func(s envoysim.State) bool { _, ok := s.Get(canary); return ok }); err != nil {
+		if err := d.fleet.WaitAll(ctx, func(s envoysim.State) bool { _, ok := s.Held(canary); return ok }); err != nil {
 			return "", err
 		}
 		after := d.fleet.Stats()
