@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/grpc"
 
 	"github.com/deltaeds/deltaeds/bench/control"
@@ -169,13 +171,15 @@ func (f *fleet) onApply(client int, a envoysim.Applied) {
 	c := f.clients[client]
 	items := make([]applied, 0, len(a.Updated))
 	for _, u := range a.Updated {
-		// OnApply runs on the client's receive goroutine, the only one that
-		// changes what it holds: Get returns exactly what was just applied.
-		h, ok := c.Get(u.Name)
+		// A change is delivered when the client routes with it. OnApply runs
+		// on the client's receive goroutine, the only one that changes its
+		// routes (the bench never unsubscribes): Route returns exactly what
+		// was just applied.
+		r, ok := c.Route(u.Name)
 		if !ok {
 			continue
 		}
-		id, ok := control.ChangeID(h.CLA)
+		id, ok := control.ChangeID(r.CLA)
 		idx, known := f.tr.index[u.Name]
 		if !ok || !known {
 			continue
@@ -185,13 +189,15 @@ func (f *fleet) onApply(client int, a envoysim.Applied) {
 	f.tr.apply(client, items, a.ReceivedAt)
 }
 
-// waitSynced waits until every client holds everything it wants.
+// waitSynced waits until every client routes with a CLA for everything it
+// wants. Every name the bench subscribes to has a CLA, so no route is an
+// empty stand-in for a missing one.
 func (f *fleet) waitSynced(ctx context.Context) error {
 	errs := make(chan error, len(f.clients))
 	for i, c := range f.clients {
 		want := f.g.expected(i)
 		go func() {
-			errs <- c.WaitFor(ctx, func(s envoysim.State) bool { return s.Len() >= want })
+			errs <- c.WaitFor(ctx, func(s envoysim.State) bool { return s.RouteLen() >= want })
 		}()
 	}
 	var all []error
@@ -272,6 +278,73 @@ func (f *fleet) waitReconnected(ctx context.Context, before fleetStats, quiet ti
 		}
 	}
 	return reconnected, nil
+}
+
+// checkUnchanged returns an error unless every client is where the
+// generator's state says, in both of its views; the reconnect workload calls
+// it once the fleet has reconnected to a restarted server and nothing
+// changed.
+//
+//   - The xDS state (Held) has exactly one resource per name the client
+//     wants. A removal would have dropped one, and the client would not
+//     declare it on its next reconnect; anything else the server sent would
+//     have added one. A server that answers a name it has no resource for
+//     with an empty CLA (deltaeds does) would make the count miss that, but
+//     every name the bench subscribes to has a CLA, so here it is exact.
+//   - What the client routes to (Route) is, for every name it wants, exactly
+//     that name's endpoints. Counting routes would prove nothing, since
+//     Envoy keeps routing through a removal; an empty or wrong CLA sent on
+//     reconnect is what this catches.
+func (f *fleet) checkUnchanged() error {
+	seen := make(map[control.Endpoint]struct{})
+	for i, c := range f.clients {
+		if got, want := len(c.HeldAll()), f.g.expected(i); got != want {
+			return fmt.Errorf("envoy-%04d holds %d CLAs, want %d", i, got, want)
+		}
+		routes := c.Routes()
+		for k := range f.g.expected(i) {
+			idx := k
+			if f.g.subs[i] != nil {
+				idx = f.g.subs[i][k]
+			}
+			name := f.g.names[idx]
+			r, ok := routes[name]
+			if !ok {
+				return fmt.Errorf("envoy-%04d routes nothing for %s", i, name)
+			}
+			if err := sameEndpoints(r.CLA, f.g.eps[idx], seen); err != nil {
+				return fmt.Errorf("envoy-%04d routes %s: %w", i, name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// sameEndpoints returns an error unless cla holds exactly the endpoints
+// want, in any order. seen is scratch space, reused between calls.
+func sameEndpoints(cla *endpointv3.ClusterLoadAssignment, want []control.Endpoint, seen map[control.Endpoint]struct{}) error {
+	clear(seen)
+	n := 0
+	for _, l := range cla.GetEndpoints() {
+		for _, lb := range l.GetLbEndpoints() {
+			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+			a, err := netip.ParseAddr(sa.GetAddress())
+			if err != nil {
+				return fmt.Errorf("endpoint address %q: %w", sa.GetAddress(), err)
+			}
+			seen[control.Endpoint{Addr: a, Port: sa.GetPortValue()}] = struct{}{}
+			n++
+		}
+	}
+	if n != len(want) {
+		return fmt.Errorf("%d endpoints, want %d", n, len(want))
+	}
+	for _, e := range want {
+		if _, ok := seen[e]; !ok {
+			return fmt.Errorf("endpoint %s:%d missing", e.Addr, e.Port)
+		}
+	}
+	return nil
 }
 
 // close stops every client and waits for them.

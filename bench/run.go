@@ -438,11 +438,10 @@ func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet
 	res.FleetCPUSeconds = parentCPU() - p0
 	res.ReconnectBytes = c2.Bytes - c1.Bytes
 	res.PeakRSSBytes = max(res.PeakRSSBytes, s1.PeakRSSBytes)
-	// Nothing changed: every client must still hold exactly what it held.
-	for i, c := range f.clients {
-		if got, want := len(c.Resources()), f.g.expected(i); got != want {
-			return fmt.Errorf("after reconnect envoy-%04d holds %d CLAs, want %d", i, got, want)
-		}
+	// Nothing changed: every client must still hold exactly what it held
+	// (its xDS state) and route exactly as before (see checkUnchanged).
+	if err := f.checkUnchanged(); err != nil {
+		return fmt.Errorf("after reconnect: %w", err)
 	}
 	return nil
 }
