@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,23 +16,69 @@ import (
 	"github.com/deltaeds/deltaeds/xds"
 )
 
-// converged reports whether a client holds exactly the store's current
-// version of each name it wants, and a removal for each wanted name the
-// store lacks.
+// converged reports whether a client routes with exactly the store's current
+// version of each name it wants, and with no endpoint at all for each wanted
+// name the store lacks (an empty CLA: Envoy ignores removals, so only that
+// stops it routing to what it had). For a name the store has, the client's
+// xDS state must hold the same version too, since that is what it declares
+// on reconnect.
 func converged(store *xds.Store, want []string) func(envoysim.State) bool {
 	return func(s envoysim.State) bool {
 		for _, n := range want {
-			r := store.Get(EndpointType, n)
-			h, ok := s.Get(n)
+			res := store.Get(EndpointType, n)
+			r, routed := s.Route(n)
 			switch {
-			case r == nil && (ok || !s.Removed(n)):
+			case !routed:
 				return false
-			case r != nil && (!ok || h.Version != r.Version):
+			case res == nil:
+				for _, g := range r.CLA.GetEndpoints() {
+					if len(g.GetLbEndpoints()) > 0 {
+						return false
+					}
+				}
+			case r.Version != res.Version:
 				return false
+			default:
+				if h, ok := s.Held(n); !ok || h.Version != res.Version {
+					return false
+				}
 			}
 		}
 		return true
 	}
+}
+
+// divergence lists the names of want on which the client has not
+// converged, with the store's version and the client's views of each.
+func divergence(store *xds.Store, want []string, c *envoysim.Client) string {
+	var b strings.Builder
+	// A predicate that always holds reads the state once, under its lock.
+	_ = c.WaitFor(context.Background(), func(s envoysim.State) bool {
+		for _, n := range want {
+			if converged(store, []string{n})(s) {
+				continue
+			}
+			fmt.Fprintf(&b, "  %s: store ", n)
+			if res := store.Get(EndpointType, n); res != nil {
+				b.WriteString(res.Version)
+			} else {
+				b.WriteString("<none>")
+			}
+			if r, ok := s.Route(n); ok {
+				fmt.Fprintf(&b, ", route %s (%d localities)", r.Version, len(r.CLA.GetEndpoints()))
+			} else {
+				b.WriteString(", no route")
+			}
+			if h, ok := s.Held(n); ok {
+				fmt.Fprintf(&b, ", held %s", h.Version)
+			} else {
+				fmt.Fprintf(&b, ", not held (removed: %v)", s.Removed(n))
+			}
+			b.WriteString("\n")
+		}
+		return true
+	})
+	return b.String()
 }
 
 func startClient(t *testing.T, f *fixture, cfg envoysim.Config) *envoysim.Client {
@@ -53,8 +100,9 @@ func startClient(t *testing.T, f *fixture, cfg envoysim.Config) *envoysim.Client
 // TestFleetConvergesUnderChurn runs Envoy-like clients with overlapping
 // subscriptions against random churn (sets, deletes, re-creations, content
 // flapping back to earlier versions), with one client NACKing some responses
-// and one reconnecting midway, and requires every client to end holding
-// exactly the store's state with no protocol violation.
+// and one reconnecting midway, and requires every client to end routing with
+// exactly the store's state, nothing for the names deleted last, with no
+// protocol violation.
 func TestFleetConvergesUnderChurn(t *testing.T) {
 	f := newFixture(t, Options{MaxResponseBytes: 2048})
 	const nNames = 60
@@ -110,12 +158,23 @@ func TestFleetConvergesUnderChurn(t *testing.T) {
 	// fresh change, so every client must converge on content never NACKed.
 	waitFor(t, func() bool { return f.counter("deltaeds_xds_nacks_total") == 3 })
 	f.set(100, all...)
+	// Then delete some names: the clients that want them must end routing
+	// to nothing, which only an empty CLA achieves (Envoy ignores removals).
+	// Not names client 0 wants: a name's empty CLA has one content, hence
+	// one version, which client 0 may have rejected during the churn, and
+	// rejected content is not sent again.
+	var gone []string
+	for i := 23; i < nNames; i += 7 {
+		gone = append(gone, all[i])
+	}
+	f.del(gone...)
 
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	for i, c := range clients {
 		if err := c.WaitFor(ctx, converged(f.store, wants[i])); err != nil {
-			t.Fatalf("client %d did not converge: %v (stats %+v)\nserver streams: %+v\nnacks %v acks %v stale %v", i, err, c.Stats(), f.server.Streams(),
+			t.Fatalf("client %d did not converge: %v (stats %+v)\n%s\nserver streams: %+v\nnacks %v acks %v stale %v", i, err, c.Stats(),
+				divergence(f.store, wants[i], c), f.server.Streams(),
 				f.counter("deltaeds_xds_nacks_total"), f.counter("deltaeds_xds_acks_total"), f.counter("deltaeds_xds_stale_nonces_total"))
 		}
 	}
