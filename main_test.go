@@ -375,9 +375,10 @@ func healthStatus(t *testing.T, target string, creds credentials.TransportCreden
 	return resp.GetStatus()
 }
 
-func endpoints(h envoysim.Held) int {
+// endpoints counts what an Envoy routes to with r.
+func endpoints(r envoysim.Route) int {
 	n := 0
-	for _, g := range h.CLA.GetEndpoints() {
+	for _, g := range r.CLA.GetEndpoints() {
 		n += len(g.GetLbEndpoints())
 	}
 	return n
@@ -426,10 +427,10 @@ func TestServe(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := envoy.WaitFor(wctx, func(s envoysim.State) bool {
-		h, ok := s.Get(ns + "/cart/http")
-		return ok && endpoints(h) == 2
+		rt, ok := s.Route(ns + "/cart/http")
+		return ok && endpoints(rt) == 2
 	}); err != nil {
-		t.Fatalf("envoy never got the CLA: %v (%v)", err, envoy.Resources())
+		t.Fatalf("envoy never got the CLA: %v (%v)", err, envoy.Routes())
 	}
 	eventually(t, "/readyz 200", func() bool { c, _ := httpGet(t, r.admin+"/readyz"); return c == 200 })
 	eventually(t, "grpc health SERVING", func() bool {
@@ -447,12 +448,13 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := envoy.WaitFor(wctx, func(s envoysim.State) bool {
-		h, ok := s.Get(ns + "/cart/http")
-		return ok && endpoints(h) == 3
+		rt, ok := s.Route(ns + "/cart/http")
+		return ok && endpoints(rt) == 3
 	}); err != nil {
 		t.Fatalf("the update never arrived: %v", err)
 	}
-	held, _ := envoy.Get(ns + "/cart/http")
+	// The version the server sent, to compare with what it says it serves.
+	held, _ := envoy.Held(ns + "/cart/http")
 	eventually(t, "the ACK", func() bool {
 		for _, s := range r.srv.delta.Streams() {
 			if s.NodeID == "envoy-serve-test" && !s.LastACK.IsZero() && s.Pending == 0 {
@@ -563,7 +565,7 @@ func TestServeMTLS(t *testing.T) {
 	envoy.Subscribe(ns + "/db/http")
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := envoy.WaitFor(wctx, func(s envoysim.State) bool { h, ok := s.Get(ns + "/db/http"); return ok && endpoints(h) == 1 }); err != nil {
+	if err := envoy.WaitFor(wctx, func(s envoysim.State) bool { rt, ok := s.Route(ns + "/db/http"); return ok && endpoints(rt) == 1 }); err != nil {
 		t.Fatalf("mTLS client got nothing: %v", err)
 	}
 
