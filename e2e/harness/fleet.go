@@ -11,6 +11,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/deltaeds/deltaeds/envoysim"
 )
@@ -32,6 +33,10 @@ type FleetOptions struct {
 	OnApply func(i int, c *envoysim.Client, a envoysim.Applied)
 	// NACK, if set, decides the ACK or NACK of client i's responses.
 	NACK func(i int, resp *discoveryv3.DeltaDiscoveryResponse) error
+	// Reject, if set, is asked by client i about each resource as it applies a response
+	// (envoysim.Config.Reject): an error stops there and NACKs, the resources before it stay
+	// applied, as in Envoy.
+	Reject func(i int, name string, resource proto.Message) error
 	// Wildcard makes every client subscribe to "*" too (envoysim.Config.Wildcard). Envoy never
 	// does this for EDS; a scenario uses it to watch what deltaeds sends wildcard subscribers,
 	// such as the removals it sends no client that subscribed by name.
@@ -77,6 +82,10 @@ func StartFleet(ctx context.Context, opts FleetOptions) (*Fleet, error) {
 		if opts.NACK != nil {
 			nack := opts.NACK
 			cfg.NACK = func(r *discoveryv3.DeltaDiscoveryResponse) error { return nack(i, r) }
+		}
+		if opts.Reject != nil {
+			reject := opts.Reject
+			cfg.Reject = func(name string, m proto.Message) error { return reject(i, name, m) }
 		}
 		c = envoysim.New(cfg)
 		if err := c.Start(ctx); err != nil {
