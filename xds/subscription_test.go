@@ -70,6 +70,7 @@ func (c *simClient) update(ch Change) {
 		delete(c.names, n)
 		delete(c.held, n)
 		delete(c.absent, n)
+		delete(c.unsure, n)
 		if c.wildcard {
 			c.unsure[n] = true
 		}
