@@ -71,7 +71,7 @@
 // names, a name both updated and removed, a resource without a version, an
 // Any that is not the subscribed type, a resource that fails Validate) are
 // both NACKed and recorded as violations; a NACK asked for by [Config.NACK]
-// is not a violation.
+// or [Config.Reject] is not a violation.
 //
 // # Concurrency
 //
