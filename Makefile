@@ -11,8 +11,14 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v '^github.com/deltaeds/deltaeds/e2
 
 all: build
 
+# The commit and version are passed explicitly, so `deltaeds version` shows them also where Go
+# embeds no VCS stamp (-buildvcs=false, a tarball, a container build without .git).
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+VERSION ?= $(shell git describe --tags --exact-match 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
 build:
-	$(GO) build -trimpath -o $(BIN) .
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.testbin/*')); \
