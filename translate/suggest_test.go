@@ -14,7 +14,7 @@ func TestClosest(t *testing.T) {
 	}{
 		{"shop/web/https", 3, []string{"shop/web/http", "shop/api/http", "shop/web/metrics"}},
 		{"shop/web/https", 1, []string{"shop/web/http"}},
-		{"shop/web/http", 3, []string{"shop/api/http"}}, // itself is not a suggestion
+		{"shop/web/http", 3, []string{"shop/api/http"}},                   // itself is not a suggestion
 		{"shop/cart/http", 3, []string{"shop/api/http", "shop/web/http"}}, // shop/cart is 5 edits away: too far
 		{"shop/api/htp", 3, []string{"shop/api/http", "shop/web/http"}},
 		{"nowhere/web/http", 3, []string{}}, // other namespaces are never suggested
