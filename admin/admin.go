@@ -29,12 +29,18 @@ type Store interface {
 	List(typeURL string) []*xds.Resource
 	Len(typeURL string) int
 	SubscriptionCount(typeURL string) (subs, names int)
+	// MissingCount is the number of names subscribed to by name that have
+	// no resource.
+	MissingCount(typeURL string) int
 	Synced() bool
 }
 
 // Streams is what admin reads from the delta.Server.
 type Streams interface {
 	Streams() []delta.StreamInfo
+	// Missing lists the names subscribed to by name that have no
+	// resource, with the node ids of the streams asking for them.
+	Missing(typeURL string) []delta.MissingName
 }
 
 // Watcher is what admin reads from the watch.Watcher.
@@ -134,6 +140,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/resources", s.resources)
 	mux.HandleFunc("GET /debug/streams", s.streams)
+	mux.HandleFunc("GET /debug/missing", s.missing)
 	mux.HandleFunc("GET /{$}", s.index)
 	s.handler = mux
 	s.http = &http.Server{
@@ -176,6 +183,7 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 		"/metrics          Prometheus metrics\n"+
 		"/debug/resources  every CLA with version and endpoint counts (?name=NAME for the whole CLA)\n"+
 		"/debug/streams    every Delta xDS stream\n"+
+		"/debug/missing    names subscribed to that do not exist, with the nodes asking for them\n"+
 		"/debug/pprof/     Go profiler\n")
 }
 
@@ -328,6 +336,25 @@ func (s *Server) streams(w http.ResponseWriter, _ *http.Request) {
 		list = []delta.StreamInfo{}
 	}
 	writeJSON(w, http.StatusOK, StreamsResponse{Count: len(list), Streams: list})
+}
+
+// MissingResponse is the body of /debug/missing.
+type MissingResponse struct {
+	TypeURL string `json:"type_url"`
+	// Count is the number of missing names, as deltaeds_subscriptions_missing.
+	Count   int                 `json:"count"`
+	Missing []delta.MissingName `json:"missing"`
+}
+
+// missing lists the names streams subscribe to by name that have no
+// resource (each served an empty CLA: a typo, or a deleted Service), with
+// the node ids of the streams asking for each.
+func (s *Server) missing(w http.ResponseWriter, _ *http.Request) {
+	list := s.cfg.Streams.Missing(xds.EndpointType)
+	if list == nil {
+		list = []delta.MissingName{}
+	}
+	writeJSON(w, http.StatusOK, MissingResponse{TypeURL: xds.EndpointType, Count: len(list), Missing: list})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

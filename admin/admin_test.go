@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +19,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/deltaeds/deltaeds/admin"
 	"github.com/deltaeds/deltaeds/delta"
@@ -46,7 +50,16 @@ func (f *fakeWatcher) APIServerHealth() (time.Time, error) {
 
 type fakeStreams []delta.StreamInfo
 
-func (f fakeStreams) Streams() []delta.StreamInfo { return f }
+func (f fakeStreams) Streams() []delta.StreamInfo        { return f }
+func (f fakeStreams) Missing(string) []delta.MissingName { return nil }
+
+// fakeMissing lists missing names by type URL.
+type fakeMissing struct {
+	fakeStreams
+	byType map[string][]delta.MissingName
+}
+
+func (f fakeMissing) Missing(typeURL string) []delta.MissingName { return f.byType[typeURL] }
 
 func endpoint(ip string, health corev3.HealthStatus) *endpointv3.LbEndpoint {
 	return &endpointv3.LbEndpoint{
@@ -68,6 +81,11 @@ type env struct {
 
 // start serves admin on a loopback port until the test ends.
 func start(t *testing.T, streams fakeStreams) *env {
+	t.Helper()
+	return startWith(t, streams)
+}
+
+func startWith(t *testing.T, streams admin.Streams) *env {
 	t.Helper()
 	e := &env{store: xds.NewStore(), watcher: &fakeWatcher{}, reg: prometheus.NewRegistry()}
 	e.store.RegisterType(xds.EndpointType, nil)
@@ -234,6 +252,107 @@ func TestDebugStreams(t *testing.T) {
 	}
 }
 
+func TestDebugMissing(t *testing.T) {
+	e := startWith(t, fakeMissing{byType: map[string][]delta.MissingName{
+		xds.EndpointType: {
+			{Name: "shop/web/https", NodeIDs: []string{"envoy-a", "envoy-b"}},
+			{Name: "x/y", NodeIDs: []string{}},
+		},
+		"type.googleapis.com/other": {{Name: "not/this"}},
+	}})
+	code, body, hdr := get(t, e.url+"/debug/missing")
+	var resp admin.MissingResponse
+	if err := json.Unmarshal([]byte(body), &resp); err != nil || code != 200 || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("/debug/missing = %d %q %v %q", code, hdr.Get("Content-Type"), err, body)
+	}
+	want := admin.MissingResponse{TypeURL: xds.EndpointType, Count: 2, Missing: []delta.MissingName{
+		{Name: "shop/web/https", NodeIDs: []string{"envoy-a", "envoy-b"}},
+		{Name: "x/y", NodeIDs: []string{}},
+	}}
+	if !reflect.DeepEqual(resp, want) {
+		t.Errorf("/debug/missing = %+v, want %+v", resp, want)
+	}
+	for _, key := range []string{`"name": "shop/web/https"`, `"node_ids": [`, `"count": 2`} {
+		if !strings.Contains(body, key) {
+			t.Errorf("/debug/missing lacks %s: %s", key, body)
+		}
+	}
+
+	e = start(t, nil)
+	if _, body, _ := get(t, e.url+"/debug/missing"); !strings.Contains(body, `"missing": []`) || !strings.Contains(body, `"count": 0`) {
+		t.Errorf("nothing missing: %q", body)
+	}
+}
+
+// TestDebugMissingFromServer: /debug/missing and the gauge read from a real
+// store and xDS server follow subscriptions and resources.
+func TestDebugMissingFromServer(t *testing.T) {
+	store := xds.NewStore()
+	store.RegisterType(xds.EndpointType, func(name string) proto.Message { return &endpointv3.ClusterLoadAssignment{ClusterName: name} })
+	store.MarkSynced()
+	reg := prometheus.NewRegistry()
+	srv, err := admin.New(admin.Config{Store: store, Streams: delta.NewServer(store, delta.Options{}), Watcher: &fakeWatcher{}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := store.Subscribe(xds.EndpointType, make(chan struct{}, 1), 0)
+	defer sub.Close()
+	if err := sub.Update(xds.Change{Subscribe: []string{"a/b", "c/d", "*"}}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(want ...string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/missing", nil))
+		var resp admin.MissingResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range resp.Missing {
+			got = append(got, m.Name)
+		}
+		if !slices.Equal(got, want) || resp.Count != len(want) {
+			t.Errorf("/debug/missing = %s, want %q", rec.Body, want)
+		}
+		if n := gaugeValue(t, reg, "deltaeds_subscriptions_missing"); n != float64(len(want)) {
+			t.Errorf("deltaeds_subscriptions_missing = %v, want %d", n, len(want))
+		}
+	}
+	check("a/b", "c/d")
+	if _, err := store.Apply(xds.EndpointType, []xds.Update{{Name: "a/b", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "a/b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	check("c/d")
+	if _, err := store.Apply(xds.EndpointType, []xds.Update{{Name: "a/b"}}); err != nil {
+		t.Fatal(err)
+	}
+	check("a/b", "c/d")
+	if err := sub.Update(xds.Change{Unsubscribe: []string{"c/d"}}); err != nil {
+		t.Fatal(err)
+	}
+	check("a/b")
+	sub.Close()
+	check()
+}
+
+// gaugeValue returns the value of the one series of a gauge gathered from
+// reg.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no single series of %s", name)
+	return 0
+}
+
 func TestMetrics(t *testing.T) {
 	e := start(t, nil)
 	delta.NewMetrics(e.reg)
@@ -258,6 +377,7 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		"deltaeds_subscriptions" + typeLabel + " 1",
 		"deltaeds_subscribed_names" + typeLabel + " 2",
+		"deltaeds_subscriptions_missing" + typeLabel + " 1",
 		"deltaeds_store_resources" + typeLabel + " 1",
 		"deltaeds_store_synced 0",
 		"deltaeds_apiserver_up 1",

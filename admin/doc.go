@@ -9,12 +9,15 @@
 //   - /metrics: the Prometheus registry it is given, to which it adds the Go
 //     and process collectors, the build info, and gauges read at scrape time
 //     from the store, the xDS server and the watcher (subscriptions, names
-//     subscribed, resources in the store, the synced gate, API-server watch
-//     health);
+//     subscribed, names subscribed that have no resource, resources in the
+//     store, the synced gate, API-server watch health);
 //   - /debug/pprof/: the Go profiler;
 //   - /debug/resources: every stored CLA with its version, size and endpoint
 //     counts per priority (?name=NAME adds the whole CLA);
-//   - /debug/streams: every Delta xDS stream as the xDS server describes it.
+//   - /debug/streams: every Delta xDS stream as the xDS server describes it;
+//   - /debug/missing: every name streams subscribe to by name that has no
+//     resource (served an empty CLA: a typo, or a deleted Service), with the
+//     node ids of the streams asking for it, as the xDS server lists them.
 //
 // It reads its sources through small interfaces (Store, Streams, Watcher),
 // so it depends on their data types, never on how they are built or run.

@@ -13,6 +13,8 @@ var (
 		"Open Delta xDS subscriptions (one per stream and type).", []string{"type_url"}, nil)
 	subscribedNamesDesc = prometheus.NewDesc("deltaeds_subscribed_names",
 		"Resource names held by open subscriptions (a wildcard counts as one).", []string{"type_url"}, nil)
+	subscriptionsMissingDesc = prometheus.NewDesc("deltaeds_subscriptions_missing",
+		"Names subscribed to by name that have no resource (served empty: a typo, or a deleted Service); /debug/missing lists them.", []string{"type_url"}, nil)
 	storeResourcesDesc = prometheus.NewDesc("deltaeds_store_resources",
 		"Resources in the store.", []string{"type_url"}, nil)
 	storeSyncedDesc = prometheus.NewDesc("deltaeds_store_synced",
@@ -34,7 +36,7 @@ type collector struct{ s *Server }
 func newCollector(s *Server) prometheus.Collector { return collector{s} }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{subscriptionsDesc, subscribedNamesDesc, storeResourcesDesc,
+	for _, d := range []*prometheus.Desc{subscriptionsDesc, subscribedNamesDesc, subscriptionsMissingDesc, storeResourcesDesc,
 		storeSyncedDesc, lastEventAgeDesc, lastContactAgeDesc, apiserverUpDesc, buildInfoDesc} {
 		ch <- d
 	}
@@ -46,6 +48,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		subs, names := s.cfg.Store.SubscriptionCount(typeURL)
 		ch <- prometheus.MustNewConstMetric(subscriptionsDesc, prometheus.GaugeValue, float64(subs), typeURL)
 		ch <- prometheus.MustNewConstMetric(subscribedNamesDesc, prometheus.GaugeValue, float64(names), typeURL)
+		ch <- prometheus.MustNewConstMetric(subscriptionsMissingDesc, prometheus.GaugeValue, float64(s.cfg.Store.MissingCount(typeURL)), typeURL)
 		ch <- prometheus.MustNewConstMetric(storeResourcesDesc, prometheus.GaugeValue, float64(s.cfg.Store.Len(typeURL)), typeURL)
 	}
 	ch <- prometheus.MustNewConstMetric(storeSyncedDesc, prometheus.GaugeValue, boolFloat(s.cfg.Store.Synced()))

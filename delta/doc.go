@@ -24,6 +24,14 @@
 // subscription changes still apply. A NACKed version is not resent in a loop:
 // the next change of the resource is.
 //
+// # Missing names
+//
+// The first time a stream subscribes by name to a name that has no resource
+// (checked once the store is synced), it logs the name with the published
+// names closest to it (xds.Store.Suggest), once per stream, type and name and
+// at most maxMissingLogged names per stream. Server.Missing lists the missing
+// names with the node ids of the streams asking for them.
+//
 // # What it must never do
 //
 // Know about Kubernetes or translate anything: it serves what the xds.Store

@@ -34,6 +34,13 @@ type stream struct {
 	types   map[string]*typeState
 	order   []*typeState    // types in the order first requested, for fair sends
 	ignored map[string]bool // ignored type URLs logged, at most maxIgnoredTypesLogged (+1 when full)
+	// missingLogged holds the missing names logged, at most
+	// maxMissingLogged; nil once missingFull (see missing.go).
+	missingLogged map[missingKey]struct{}
+	missingFull   bool
+	// missingOnSync is set when names were subscribed before the store was
+	// synced: they are checked once it is.
+	missingOnSync bool
 
 	infoMu   sync.Mutex // guards infoData and infoSubs
 	infoData StreamInfo
@@ -146,6 +153,7 @@ func (s *Server) serve(gs deltaStream, defaultType string) error {
 			}
 		case <-st.notify:
 		}
+		st.checkMissingOnSync()
 		if err := st.sendPending(); err != nil {
 			return err
 		}
@@ -227,6 +235,7 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		}
 		return status.Errorf(codes.Internal, "update subscription: %v", err)
 	}
+	st.noteMissing(ts, change.Subscribe)
 	return nil
 }
 

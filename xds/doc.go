@@ -38,6 +38,18 @@
 // that names it; its version is a content hash like any other. Wildcard
 // subscriptions, and types without an AbsentFunc, get removals.
 //
+// Such a name is missing, whatever it is served as: the store counts the
+// missing names ([Store.MissingCount]), lists them with the subscriptions
+// that name them ([Store.Missing]), and says which names of a list are
+// absent ([Store.Absent], [Subscription.MissingNames]), so that a client
+// naming one can be told. [Store.Suggest] offers the published names
+// closest to a missing one by edit distance, among the names of its group:
+// the part before the first "/" ([GroupOf]). That is a plain string rule
+// (for deltaeds' NAMESPACE/SERVICE/PORT names, the namespace); the store
+// keeps a group index, changed only when a name is created or deleted, and
+// bounds the work (no suggestions in a group of over [MaxSuggestGroup]
+// names, a banded distance that stops beyond the largest useful one).
+//
 // # NACKs
 //
 // A client may apply part of a response before rejecting one of its

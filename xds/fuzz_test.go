@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -334,6 +335,7 @@ func fuzzSubscription(t *testing.T, data []byte, standIn AbsentFunc) {
 					t.Fatalf("store %s = %v, want gen %d", n, r, gen)
 				}
 			}
+			checkMissing(t, s, model, streams[:])
 		}
 
 		// Open the gate and let each stream take what it is woken for: it
@@ -358,5 +360,53 @@ func fuzzSubscription(t *testing.T, data []byte, standIn AbsentFunc) {
 				t.Fatalf("stream %d: %v", i, err)
 			}
 		}
+	}
+}
+
+// checkMissing: the store's missing names are exactly the names an open
+// subscription names that have no resource, each with the subscriptions that
+// name it; and its suggestion groups hold exactly the stored names.
+func checkMissing(t *testing.T, s *Store, model map[string]int, streams []*fuzzStream) {
+	t.Helper()
+	want := map[string][]*Subscription{}
+	for _, st := range streams {
+		if st == nil || st.sub == nil {
+			continue
+		}
+		for n := range st.c.names {
+			if _, stored := model[n]; !stored {
+				want[n] = append(want[n], st.sub)
+			}
+		}
+	}
+	missing := s.Missing(claType)
+	if s.MissingCount(claType) != len(want) || len(missing) != len(want) {
+		t.Fatalf("MissingCount %d, Missing %d names, want %d: %v", s.MissingCount(claType), len(missing), len(want), want)
+	}
+	for _, m := range missing {
+		w, ok := want[m.Name]
+		if !ok || len(w) != len(m.Subscriptions) {
+			t.Fatalf("missing %s named by %d subscriptions, want %d (%v)", m.Name, len(m.Subscriptions), len(w), ok)
+		}
+		for _, sub := range w {
+			if !slices.Contains(m.Subscriptions, sub) {
+				t.Fatalf("missing %s lacks a subscription that names it", m.Name)
+			}
+		}
+	}
+	grouped := 0
+	tstore := s.typeFor(claType)
+	tstore.mu.RLock()
+	for g, set := range tstore.groups {
+		for n := range set {
+			if _, stored := model[n]; !stored || GroupOf(n) != g {
+				t.Errorf("group %q holds %q, stored %v", g, n, stored)
+			}
+			grouped++
+		}
+	}
+	tstore.mu.RUnlock()
+	if grouped != len(model) {
+		t.Fatalf("groups hold %d names, store %d", grouped, len(model))
 	}
 }

@@ -85,10 +85,15 @@ type typeStore struct {
 	byName    map[string]map[*Subscription]struct{}
 	wildcard  map[*Subscription]struct{}
 	all       map[*Subscription]struct{}
-	// stand holds, for every name some subscription names and that has no
-	// resource, what it is served as (built by absent, once per name and
-	// change, never per subscriber). Empty when absent is nil.
+	// stand holds every name some subscription names and that has no
+	// resource (the missing names, see Store.Missing), with what it is
+	// served as: built by absent, once per name and change, never per
+	// subscriber; nil (a removal) when absent is nil or builds nothing.
 	stand map[string]*Resource
+	// groups indexes the names of resources by group (see GroupOf), for
+	// Suggest: a name is added when its resource is created and dropped
+	// when it is deleted, so an update costs nothing here.
+	groups map[string]map[string]struct{}
 }
 
 // NewStore returns an empty store that is not yet synced.
@@ -113,6 +118,7 @@ func (s *Store) typeFor(typeURL string) *typeStore {
 			wildcard:  make(map[*Subscription]struct{}),
 			all:       make(map[*Subscription]struct{}),
 			stand:     make(map[string]*Resource),
+			groups:    make(map[string]map[string]struct{}),
 		}
 		s.types[typeURL] = t
 	}
@@ -274,18 +280,20 @@ func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
 			continue
 		case r == nil:
 			delete(t.resources, name)
+			t.ungroupLocked(name)
 			if len(t.byName[name]) > 0 {
 				// Named subscribers are served the stand-in from now on;
 				// it carries the deletion's time, for propagation latency.
-				if st := t.standInLocked(name, updates[last[name]].ObservedAt); st != nil {
-					t.stand[name] = st
-				}
+				t.stand[name] = t.standInLocked(name, updates[last[name]].ObservedAt)
 			}
 			ch.Deleted++
 		case old != nil && old.Version == r.Version:
 			ch.Unchanged++
 			continue
 		default:
+			if old == nil {
+				t.groupLocked(name)
+			}
 			t.resources[name] = r
 			delete(t.stand, name)
 			ch.Set++

@@ -191,9 +191,7 @@ func (sub *Subscription) Update(c Change) error {
 			set = make(map[*Subscription]struct{}, 1)
 			t.byName[n] = set
 			if t.resources[n] == nil {
-				if st := t.standInLocked(n, time.Time{}); st != nil {
-					t.stand[n] = st
-				}
+				t.stand[n] = t.standInLocked(n, time.Time{})
 			}
 		}
 		set[sub] = struct{}{}
@@ -486,7 +484,7 @@ func (sub *Subscription) Close() {
 }
 
 // unindexLocked removes sub from name's index; a name nobody names any more
-// drops its stand-in. Callers hold t.mu for writing.
+// drops its stand-in and is no longer missing. Callers hold t.mu for writing.
 func (t *typeStore) unindexLocked(name string, sub *Subscription) {
 	set := t.byName[name]
 	if set == nil {
