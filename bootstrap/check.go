@@ -11,6 +11,7 @@ import (
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/deltaeds/deltaeds/translate"
+	"github.com/deltaeds/deltaeds/xds"
 )
 
 // DefaultServeKeepaliveMinTime is `deltaeds serve`'s default
@@ -90,7 +91,7 @@ func Check(b *bootstrapv3.Bootstrap, opts CheckOptions) []Finding {
 		}
 		if opts.Published != nil && !published[name] {
 			msg := fmt.Sprintf("asks for %q, which deltaeds does not publish: Envoy will route nothing to it", name)
-			if near := translate.Closest(name, opts.Published, 3); len(near) > 0 {
+			if near := xds.Closest(name, opts.Published, 3); len(near) > 0 {
 				msg += fmt.Sprintf(" (did you mean %q?)", near)
 			}
 			add(where, "%s", msg)

@@ -160,6 +160,20 @@ func (s *Store) Suggest(typeURL, name string, n int) []string {
 	}
 	t.mu.RUnlock()
 
+	return Closest(name, candidates, n)
+}
+
+// Closest returns up to n of candidates closest to name by edit distance
+// (Levenshtein, on bytes), closest first and, at equal distance, in name
+// order, under the rules of Suggest: only candidates of name's group (see
+// GroupOf), never name itself, within half name's length (at least 2), and
+// nothing for names longer than 256 bytes. It serves Suggest and any caller
+// holding a list of published names (`deltaeds check`).
+func Closest(name string, candidates []string, n int) []string {
+	if n <= 0 || len(name) > maxSuggestNameLen {
+		return nil
+	}
+	group := GroupOf(name)
 	type scored struct {
 		name string
 		dist int
@@ -168,7 +182,7 @@ func (s *Store) Suggest(typeURL, name string, n int) []string {
 	limit := maxSuggestDistance(name)
 	var row []int
 	for _, c := range candidates {
-		if c == name || len(c) > maxSuggestNameLen {
+		if c == name || len(c) > maxSuggestNameLen || GroupOf(c) != group {
 			continue
 		}
 		bound := limit

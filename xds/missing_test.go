@@ -281,3 +281,23 @@ func BenchmarkSuggest(b *testing.B) {
 		s.Suggest(claType, "shop/service-12x/https", 3)
 	}
 }
+
+// TestClosest: the ranking Suggest uses, over a plain list holding several groups.
+func TestClosest(t *testing.T) {
+	published := []string{"shop/web/http", "shop/web/metrics", "shop/api/http", "other/web/https", "shop/web/https"}
+	tests := []struct {
+		name string
+		n    int
+		want []string
+	}{
+		{"shop/web/htps", 2, []string{"shop/web/https", "shop/web/http"}}, // 1 edit, then 2
+		{"shop/web/https", 1, []string{"shop/web/http"}},                  // never itself
+		{"nowhere/web/https", 3, []string{}},                              // only its own group
+		{"shop/web/https", 0, nil},
+	}
+	for _, tt := range tests {
+		if got := Closest(tt.name, published, tt.n); !slices.Equal(got, tt.want) {
+			t.Errorf("Closest(%q, %d) = %q, want %q", tt.name, tt.n, got, tt.want)
+		}
+	}
+}
