@@ -33,10 +33,10 @@ func env(flag string) []string {
 // --output names a file. Bad flags are returned as cli.Exit errors with code
 // ExitUsage; the caller prints them.
 func Command() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:      "bootstrap",
 		Usage:     "write an Envoy bootstrap that gets endpoints from deltaeds over Delta ADS",
-		UsageText: "deltaeds bootstrap --xds-server HOST:PORT --cluster NAMESPACE/SERVICE[/PORT] [--cluster ...] [options]",
+		UsageText: "deltaeds bootstrap --xds-server HOST:PORT {--cluster NAMESPACE/SERVICE[/PORT] [--cluster ...] | --from-cluster [--exclude PATTERN ...]} [options]",
 		Description: "Writes a static Envoy bootstrap: a cluster for deltaeds (HTTP/2, optional TLS client\n" +
 			"certificate), ADS with api_type DELTA_GRPC, one EDS cluster per --cluster (named, and\n" +
 			"served, as NAMESPACE/SERVICE/PORT, or NAMESPACE/SERVICE for an unnamed port), the node\n" +
@@ -77,6 +77,8 @@ func Command() *cli.Command {
 		},
 		Action: run,
 	}
+	cmd.Flags = append(cmd.Flags, fromClusterFlags()...)
+	return cmd
 }
 
 func usage(format string, args ...any) error {
@@ -84,7 +86,8 @@ func usage(format string, args ...any) error {
 }
 
 // OptionsFromFlags reads Options and the output format from a context of
-// Command's flags.
+// Command's flags. It does not list --from-cluster's clusters: with that flag
+// Options.Clusters holds only the --cluster ones, and may be empty.
 func OptionsFromFlags(c *cli.Context) (Options, Format, error) {
 	if c.Args().Present() {
 		return Options{}, "", fmt.Errorf("unexpected argument %q", c.Args().First())
@@ -114,8 +117,8 @@ func OptionsFromFlags(c *cli.Context) (Options, Format, error) {
 		}
 		opts.Clusters = append(opts.Clusters, cl)
 	}
-	if len(opts.Clusters) == 0 {
-		return Options{}, "", errors.New("at least one --cluster NAMESPACE/SERVICE[/PORT] is required")
+	if len(opts.Clusters) == 0 && !c.Bool("from-cluster") {
+		return Options{}, "", errors.New("at least one --cluster NAMESPACE/SERVICE[/PORT] (or --from-cluster) is required")
 	}
 	if c.Duration("connect-timeout") <= 0 {
 		return Options{}, "", fmt.Errorf("--connect-timeout %v: must be positive", c.Duration("connect-timeout"))
@@ -142,6 +145,9 @@ func run(c *cli.Context) error {
 	opts, format, err := OptionsFromFlags(c)
 	if err != nil {
 		return usage("%v", err)
+	}
+	if opts, err = addClustersFromCluster(c, opts); err != nil {
+		return err
 	}
 	b, err := Build(opts)
 	if err != nil {
