@@ -78,6 +78,7 @@ func Command() *cli.Command {
 		Action: run,
 	}
 	cmd.Flags = append(cmd.Flags, fromClusterFlags()...)
+	cmd.Flags = append(cmd.Flags, mergeFlags()...)
 	return cmd
 }
 
@@ -117,7 +118,7 @@ func OptionsFromFlags(c *cli.Context) (Options, Format, error) {
 		}
 		opts.Clusters = append(opts.Clusters, cl)
 	}
-	if len(opts.Clusters) == 0 && !c.Bool("from-cluster") {
+	if len(opts.Clusters) == 0 && !c.Bool("from-cluster") && c.String("merge") == "" {
 		return Options{}, "", errors.New("at least one --cluster NAMESPACE/SERVICE[/PORT] (or --from-cluster) is required")
 	}
 	if c.Duration("connect-timeout") <= 0 {
@@ -142,6 +143,9 @@ func OptionsFromFlags(c *cli.Context) (Options, Format, error) {
 }
 
 func run(c *cli.Context) error {
+	if mergeRequested(c) {
+		return runMerge(c)
+	}
 	opts, format, err := OptionsFromFlags(c)
 	if err != nil {
 		return usage("%v", err)
