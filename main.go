@@ -2,6 +2,7 @@
 //
 //	deltaeds serve      run the control plane: watch -> translate -> xds -> delta
 //	deltaeds bootstrap  write an Envoy bootstrap pointing at it
+//	deltaeds check      lint an Envoy bootstrap against deltaeds and the cluster
 //	deltaeds version    print the version, commit and Go version
 //
 // This file only wires the packages together and owns the process: flags,
@@ -124,7 +125,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Usage: "serve Kubernetes EndpointSlices to Envoy over Delta xDS (incremental EDS)",
 		Description: "deltaeds watches EndpointSlices and serves each Service port as an Envoy\n" +
 			"ClusterLoadAssignment named NAMESPACE/SERVICE/PORT over Delta ADS.",
-		Commands:        []*cli.Command{serve, bs, versionCommand()},
+		Commands:        []*cli.Command{serve, bs, bootstrap.CheckCommand(), versionCommand()},
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideVersion:     true,

@@ -193,21 +193,8 @@ func fromClusterQuery(c *cli.Context) (q ClusterQuery, excludes []string, ok boo
 		}
 		return q, nil, false, nil
 	}
-	for _, ns := range c.StringSlice("namespace") {
-		ns = strings.TrimSpace(ns)
-		if ns == "" || slices.Contains(q.Namespaces, ns) {
-			continue
-		}
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return q, nil, false, fmt.Errorf("--namespace %q: %s", ns, strings.Join(errs, "; "))
-		}
-		q.Namespaces = append(q.Namespaces, ns)
-	}
-	q.LabelSelector = strings.TrimSpace(c.String("label-selector"))
-	if q.LabelSelector != "" {
-		if _, err := labels.Parse(q.LabelSelector); err != nil {
-			return q, nil, false, fmt.Errorf("--label-selector %q: %v", q.LabelSelector, err)
-		}
+	if q, err = parseClusterQuery(c); err != nil {
+		return q, nil, false, err
 	}
 	for _, p := range c.StringSlice("exclude") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -218,6 +205,28 @@ func fromClusterQuery(c *cli.Context) (q ClusterQuery, excludes []string, ok boo
 		return q, nil, false, err
 	}
 	return q, excludes, true, nil
+}
+
+// parseClusterQuery reads --namespace and --label-selector.
+func parseClusterQuery(c *cli.Context) (ClusterQuery, error) {
+	var q ClusterQuery
+	for _, ns := range c.StringSlice("namespace") {
+		ns = strings.TrimSpace(ns)
+		if ns == "" || slices.Contains(q.Namespaces, ns) {
+			continue
+		}
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return q, fmt.Errorf("--namespace %q: %s", ns, strings.Join(errs, "; "))
+		}
+		q.Namespaces = append(q.Namespaces, ns)
+	}
+	q.LabelSelector = strings.TrimSpace(c.String("label-selector"))
+	if q.LabelSelector != "" {
+		if _, err := labels.Parse(q.LabelSelector); err != nil {
+			return q, fmt.Errorf("--label-selector %q: %v", q.LabelSelector, err)
+		}
+	}
+	return q, nil
 }
 
 // addClustersFromCluster implements --from-cluster: it lists the clusters
@@ -233,25 +242,9 @@ func addClustersFromCluster(c *cli.Context, opts Options) (Options, error) {
 	if !ok {
 		return opts, nil
 	}
-	restConfig, source, err := loadKubeconfig(c.String("kubeconfig"))
+	found, services, err := listFromKubeconfig(c, q)
 	if err != nil {
 		return opts, fmt.Errorf("bootstrap: --from-cluster: %w", err)
-	}
-	restConfig = rest.CopyConfig(restConfig)
-	restConfig.Timeout = kubeRequestTimeout
-	restConfig.UserAgent = "deltaeds-bootstrap"
-	httpClient, err := rest.HTTPClientFor(restConfig)
-	if err != nil {
-		return opts, fmt.Errorf("bootstrap: --from-cluster: kubernetes client (%s): %w", source, err)
-	}
-	defer httpClient.CloseIdleConnections()
-	client, err := kubernetes.NewForConfigAndClient(restConfig, httpClient)
-	if err != nil {
-		return opts, fmt.Errorf("bootstrap: --from-cluster: kubernetes client (%s): %w", source, err)
-	}
-	found, services, err := ListClusters(c.Context, client, q)
-	if err != nil {
-		return opts, fmt.Errorf("bootstrap: --from-cluster: API server %s (%s): %w", restConfig.Host, source, err)
 	}
 	kept, err := ExcludeClusters(found, excludes)
 	if err != nil {
@@ -272,6 +265,32 @@ func addClustersFromCluster(c *cli.Context, opts Options) (Options, error) {
 	}
 	opts.Clusters = UnionClusters(opts.Clusters, kept)
 	return opts, nil
+}
+
+// listFromKubeconfig lists the clusters of q from the API server --kubeconfig
+// reaches (see loadKubeconfig). Errors name the server and the config's source.
+func listFromKubeconfig(c *cli.Context, q ClusterQuery) ([]Cluster, int, error) {
+	restConfig, source, err := loadKubeconfig(c.String("kubeconfig"))
+	if err != nil {
+		return nil, 0, err
+	}
+	restConfig = rest.CopyConfig(restConfig)
+	restConfig.Timeout = kubeRequestTimeout
+	restConfig.UserAgent = "deltaeds-bootstrap"
+	httpClient, err := rest.HTTPClientFor(restConfig)
+	if err != nil {
+		return nil, 0, fmt.Errorf("kubernetes client (%s): %w", source, err)
+	}
+	defer httpClient.CloseIdleConnections()
+	client, err := kubernetes.NewForConfigAndClient(restConfig, httpClient)
+	if err != nil {
+		return nil, 0, fmt.Errorf("kubernetes client (%s): %w", source, err)
+	}
+	found, services, err := ListClusters(c.Context, client, q)
+	if err != nil {
+		return nil, 0, fmt.Errorf("API server %s (%s): %w", restConfig.Host, source, err)
+	}
+	return found, services, nil
 }
 
 func describeNamespaces(ns []string) string {
