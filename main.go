@@ -44,7 +44,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/deltaeds/deltaeds/admin"
@@ -555,7 +554,7 @@ func newServer(cfg serveConfig, log *zap.Logger) (_ *server, err error) {
 
 	restConfig, source := cfg.RESTConfig, "given"
 	if restConfig == nil {
-		restConfig, source, err = loadKubeconfig(cfg.Kubeconfig)
+		restConfig, source, err = bootstrap.LoadKubeconfig(cfg.Kubeconfig)
 		if err != nil {
 			return nil, err
 		}
@@ -771,39 +770,6 @@ func (s *server) serveHealthWhenSynced(ctx context.Context) {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	s.log.Info("ready: serving xDS", zap.Int("clas", s.store.Len(xds.EndpointType)))
-}
-
-// loadKubeconfig resolves the API server's configuration: the given file,
-// else the in-cluster service account, else $KUBECONFIG, else
-// ~/.kube/config. It returns where it came from, for the logs.
-func loadKubeconfig(path string) (*rest.Config, string, error) {
-	if path != "" {
-		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-			&clientcmd.ClientConfigLoadingRules{ExplicitPath: path}, &clientcmd.ConfigOverrides{}).ClientConfig()
-		if err != nil {
-			return nil, "", fmt.Errorf("kubeconfig %s: %w", path, err)
-		}
-		return cfg, "--kubeconfig " + path, nil
-	}
-	cfg, err := rest.InClusterConfig()
-	if err == nil {
-		return cfg, "in-cluster", nil
-	}
-	if !errors.Is(err, rest.ErrNotInCluster) {
-		return nil, "", fmt.Errorf("in-cluster kubeconfig: %w", err)
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules() // $KUBECONFIG, else ~/.kube/config
-	cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		if clientcmd.IsEmptyConfig(err) {
-			return nil, "", errors.New("no kubeconfig: not running in a cluster, $KUBECONFIG is unset and ~/.kube/config is missing; pass --kubeconfig")
-		}
-		return nil, "", fmt.Errorf("kubeconfig: %w", err)
-	}
-	if env := os.Getenv(clientcmd.RecommendedConfigPathEnvVar); env != "" {
-		return cfg, "$KUBECONFIG " + env, nil
-	}
-	return cfg, clientcmd.RecommendedHomeFile, nil
 }
 
 // serverTLS loads the serving certificate (reloaded when its files change)

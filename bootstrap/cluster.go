@@ -268,9 +268,9 @@ func addClustersFromCluster(c *cli.Context, opts Options) (Options, error) {
 }
 
 // listFromKubeconfig lists the clusters of q from the API server --kubeconfig
-// reaches (see loadKubeconfig). Errors name the server and the config's source.
+// reaches (see LoadKubeconfig). Errors name the server and the config's source.
 func listFromKubeconfig(c *cli.Context, q ClusterQuery) ([]Cluster, int, error) {
-	restConfig, source, err := loadKubeconfig(c.String("kubeconfig"))
+	restConfig, source, err := LoadKubeconfig(c.String("kubeconfig"))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -307,11 +307,11 @@ func describeSelector(s string) string {
 	return fmt.Sprintf(" matching %q", s)
 }
 
-// loadKubeconfig resolves the API server's configuration exactly as `deltaeds
-// serve` does: the given file, else the in-cluster service account, else
-// $KUBECONFIG, else ~/.kube/config. It returns where it came from, for
-// errors.
-func loadKubeconfig(file string) (*rest.Config, string, error) {
+// LoadKubeconfig resolves the API server's configuration the way every
+// deltaeds command does (`serve` uses it too): the given file, else the
+// in-cluster service account, else $KUBECONFIG, else ~/.kube/config. It
+// returns where it came from, for logs and errors.
+func LoadKubeconfig(file string) (*rest.Config, string, error) {
 	if file != "" {
 		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 			&clientcmd.ClientConfigLoadingRules{ExplicitPath: file}, &clientcmd.ConfigOverrides{}).ClientConfig()
