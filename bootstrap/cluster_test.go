@@ -1,7 +1,6 @@
 package bootstrap_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	"github.com/urfave/cli/v2"
 	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -189,27 +187,10 @@ func TestListClustersForbidden(t *testing.T) {
 	}
 }
 
-// runBootstrap runs `deltaeds bootstrap args...` in an App and returns its
-// stdout, stderr, error and exit code.
+// runBootstrap runs `deltaeds bootstrap args...` (see runCommand).
 func runBootstrap(t *testing.T, ctx context.Context, args ...string) (stdout, stderr string, err error, code int) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	app := &cli.App{
-		Name:           "deltaeds",
-		Writer:         &out,
-		ErrWriter:      &errOut,
-		Commands:       []*cli.Command{bootstrap.Command()},
-		ExitErrHandler: func(*cli.Context, error) {},
-	}
-	err = app.RunContext(ctx, append([]string{"deltaeds", "bootstrap"}, args...))
-	if err != nil {
-		code = 1
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			code = ec.ExitCode()
-		}
-	}
-	return out.String(), errOut.String(), err, code
+	return runCommand(t, ctx, bootstrap.Command(), args...)
 }
 
 // parseBootstrap reads output as Envoy would (YAML or JSON, protojson) and

@@ -1,8 +1,7 @@
 package bootstrap_test
 
 import (
-	"bytes"
-	"errors"
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	"github.com/urfave/cli/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/deltaeds/deltaeds/bootstrap"
@@ -38,28 +36,12 @@ func updateGoldens() bool {
 	return b
 }
 
-// mergeCLI runs `deltaeds bootstrap args...` and returns stdout, stderr,
-// the error and its exit code.
+// mergeCLI runs `deltaeds bootstrap args...` and returns stdout, the error
+// and its exit code.
 func mergeCLI(t *testing.T, args ...string) (string, error, int) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	app := &cli.App{
-		Name:           "deltaeds",
-		Writer:         &out,
-		ErrWriter:      &errOut,
-		Commands:       []*cli.Command{bootstrap.Command()},
-		ExitErrHandler: func(*cli.Context, error) {},
-	}
-	err := app.Run(append([]string{"deltaeds", "bootstrap"}, args...))
-	code := 0
-	if err != nil {
-		code = 1
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			code = ec.ExitCode()
-		}
-	}
-	return out.String(), err, code
+	out, _, err, code := runBootstrap(t, context.Background(), args...)
+	return out, err, code
 }
 
 func readBootstrapFile(t *testing.T, path string) *bootstrapv3.Bootstrap {

@@ -1,9 +1,7 @@
 package bootstrap_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +10,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-
-	"github.com/urfave/cli/v2"
 
 	"github.com/deltaeds/deltaeds/bootstrap"
 	"github.com/deltaeds/deltaeds/e2e/controlplane"
@@ -113,24 +109,9 @@ func TestGettingEnvoysOnDeltaeds(t *testing.T) {
 	})
 }
 
-// runCheck runs `deltaeds check args...` in an App like main's.
+// runCheck runs `deltaeds check args...` (see runCommand).
 func runCheck(t *testing.T, ctx context.Context, args ...string) (stdout string, err error, code int) {
 	t.Helper()
-	var out bytes.Buffer
-	app := &cli.App{
-		Name:           "deltaeds",
-		Writer:         &out,
-		ErrWriter:      &out,
-		Commands:       []*cli.Command{bootstrap.CheckCommand()},
-		ExitErrHandler: func(*cli.Context, error) {},
-	}
-	err = app.RunContext(ctx, append([]string{"deltaeds", "check"}, args...))
-	if err != nil {
-		code = 1
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			code = ec.ExitCode()
-		}
-	}
-	return out.String(), err, code
+	stdout, _, err, code = runCommand(t, ctx, bootstrap.CheckCommand(), args...)
+	return stdout, err, code
 }
