@@ -119,6 +119,8 @@ func TestPartialNACK(t *testing.T) {
 			if i := slices.Index(asked[3:], tt.reject); i < 0 || len(asked[3:]) != i+1 {
 				t.Errorf("Reject asked about %v; want it to stop at %s", asked[3:], tt.reject)
 			}
+			// The writer counts a request after Send returns, which may be after the server read it.
+			waitFor(t, c, "the NACK counted", func(s State) bool { return s.Stats().NACKs == 1 })
 			if st := c.Stats(); st.NACKs != 1 || len(st.Violations) != 0 {
 				t.Errorf("Stats = %+v", st)
 			}
