@@ -73,6 +73,25 @@ func TestAgainstRealAPIServer(t *testing.T) {
 		})
 	})
 
+	t.Run("a slice that loses its Service label leaves the Service", func(t *testing.T) {
+		if _, err := slices.Create(ctx, slice("shop", "pay-1", "pay", 8080, "10.3.0.1"), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := slices.Create(ctx, slice("shop", "pay-2", "pay", 8080, "10.3.0.2"), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "two pay endpoints", func() bool { return endpointCount(storedCLA(t, store, "shop/pay/http")) == 2 })
+		cur, err := slices.Get(ctx, "pay-2", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		delete(cur.Labels, "kubernetes.io/service-name")
+		if _, err := slices.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "one pay endpoint", func() bool { return endpointCount(storedCLA(t, store, "shop/pay/http")) == 1 })
+	})
+
 	t.Run("delete publishes an empty CLA", func(t *testing.T) {
 		if err := slices.Delete(ctx, "cart-1", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)

@@ -182,17 +182,18 @@ func (w *Watcher) onEvent(kind string, oldObj, obj any) {
 		return
 	}
 	key := serviceKey(s)
+	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok {
+		// A slice relabelled to another Service, or unlabelled, leaves the
+		// first one: that Service is translated again without it.
+		if oldKey := serviceKey(old); oldKey != "" && oldKey != key {
+			w.enqueue(oldKey, now)
+		}
+	}
 	if key == "" {
 		w.metrics.UnlabelledSlices.Inc()
 		return
 	}
 	w.enqueue(key, now)
-	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok {
-		// A slice relabelled to another Service leaves the first one too.
-		if oldKey := serviceKey(old); oldKey != "" && oldKey != key {
-			w.enqueue(oldKey, now)
-		}
-	}
 }
 
 func (w *Watcher) enqueue(key string, at time.Time) {

@@ -180,6 +180,24 @@ func TestRelabelledSliceLeavesItsOldService(t *testing.T) {
 	})
 }
 
+// A slice that loses its kubernetes.io/service-name label leaves its old
+// Service at once (issue 10), as one relabelled to another Service does.
+func TestUnlabelledSliceLeavesItsOldService(t *testing.T) {
+	ctx := t.Context()
+	client := fake.NewClientset(
+		slice("ns", "s-1", "a", 80, "10.0.0.1"),
+		slice("ns", "s-2", "a", 80, "10.0.0.2"),
+	)
+	_, store := started(t, client, Config{})
+	eventually(t, "sync", store.Synced)
+	orphaned := slice("ns", "s-2", "a", 80, "10.0.0.2")
+	delete(orphaned.Labels, "kubernetes.io/service-name")
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, orphaned, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a with one endpoint", func() bool { return endpointCount(storedCLA(t, store, "ns/a/http")) == 1 })
+}
+
 func TestNamespacesRestrictTheWatch(t *testing.T) {
 	client := fake.NewClientset(
 		slice("one", "s", "web", 80, "10.0.0.1"),
