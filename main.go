@@ -282,7 +282,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Category: catKube, Name: "label-selector", EnvVars: env("label-selector"), DefaultText: "every EndpointSlice",
 				Usage: "watch only the EndpointSlices matching this label `SELECTOR`"},
 			&cli.BoolFlag{Category: catKube, Name: "include-unready", EnvVars: env("include-unready"),
-				Usage: "also send endpoints that are neither ready nor terminating-but-serving, as UNHEALTHY"},
+				Usage: "also send endpoints that are neither ready nor terminating-but-serving, as UNHEALTHY at priority 2 (after the terminating fallback): visible in Envoy's admin, never carrying traffic while a ready or terminating endpoint is healthy"},
 			&cli.DurationFlag{Category: catKube, Name: "deleted-grace-period", Value: watch.DefaultDeletedGracePeriod, EnvVars: env("deleted-grace-period"),
 				Usage: "how long a CLA whose Service or port is gone stays published, empty, before it is removed"},
 			&cli.Float64Flag{Category: catKube, Name: "kube-qps", Value: defaultKubeQPS, EnvVars: env("kube-qps"),

@@ -18,7 +18,10 @@
 // address, port and protocol within each port name. Conditions follow
 // kube-proxy: ready endpoints carry traffic at priority 0; serving but
 // terminating ones sit at priority 1, HEALTHY, so Envoy fails over to them
-// only when nothing is ready. See [Service] for the precise rules and the
+// when nothing is ready (and, in part, when Envoy's own outlier detection or
+// health checks leave less than ~71% of priority 0 healthy). Unready ones,
+// sent only on request, sit at priority 2, UNHEALTHY, where they take no
+// traffic and lower no other priority's health. See [Service] for the precise rules and the
 // choices made where the API leaves room.
 //
 // # What it must never do

@@ -30,14 +30,22 @@ const (
 	// MetadataNode is the field holding the name of the Node the endpoint runs on.
 	MetadataNode = "node"
 
-	// PriorityReady is the priority of ready endpoints, and of unready ones
-	// sent as UNHEALTHY under [Options.IncludeUnready].
+	// PriorityReady is the priority of ready endpoints.
 	PriorityReady uint32 = 0
 	// PriorityTerminating is the priority of endpoints that are serving but
-	// terminating. Envoy sends them traffic only when priority 0 is empty,
-	// or partly unhealthy (through IncludeUnready or Envoy's own health
-	// checks): kube-proxy's "terminating endpoints only when none is ready".
+	// terminating: kube-proxy's "terminating endpoints only when none is
+	// ready". Envoy sends them traffic when priority 0 is empty, and also,
+	// in part, when priority 0's health falls below 100% (a share of hosts
+	// ejected by outlier detection or failing active health checks: with
+	// the default overprovisioning factor of 1.4, priority 0 keeps all
+	// traffic while at least 1/1.4 ≈ 71% of its hosts are healthy, and
+	// spills the rest to this priority below that).
 	PriorityTerminating uint32 = 1
+	// PriorityUnready is the priority of the endpoints sent only under
+	// [Options.IncludeUnready], all UNHEALTHY: after the terminating
+	// fallback, so that they never take traffic, nor lower priority 0's
+	// health, while a ready or terminating endpoint exists.
+	PriorityUnready uint32 = 2
 )
 
 // Options changes what [Service] sends. The zero value is the kube-proxy
@@ -45,14 +53,15 @@ const (
 type Options struct {
 	// IncludeUnready also sends the endpoints kube-proxy would leave out
 	// (neither ready nor serving-while-terminating), as UNHEALTHY at
-	// PriorityReady. Envoy routes nothing to UNHEALTHY hosts in normal
-	// operation, but shows them in its admin and stats, and counts them in
-	// priority 0's health: when part of priority 0 is unready, that share
-	// of traffic spills to the terminating fallback, and below Envoy's panic
-	// threshold traffic is spread over every host, unready ones included.
-	// They sit at priority 0 rather than at one of their own because that
-	// accounting, which is Envoy's view of "how much of the Service is up",
-	// is the reason to send them at all.
+	// PriorityUnready, after the terminating fallback. Envoy shows them in
+	// its admin and stats; it routes nothing to them while any ready or
+	// terminating endpoint is healthy, because an all-UNHEALTHY priority has
+	// no health to take load with. (At priority 0 they would lower its
+	// health: with 2 ready, 3 starting and 1 terminating pod, about 44% of
+	// requests would go to the terminating pod, and below Envoy's 50% panic
+	// threshold traffic would be spread over the unready pods too.) The
+	// flag therefore never changes where traffic goes while a ready
+	// endpoint exists.
 	IncludeUnready bool
 }
 
@@ -111,12 +120,15 @@ type state uint8
 const (
 	stateReady       state = iota // priority 0, HEALTHY
 	stateTerminating              // priority 1, HEALTHY
-	stateUnready                  // priority 0, UNHEALTHY; only with IncludeUnready
+	stateUnready                  // priority 2, UNHEALTHY; only with IncludeUnready
 )
 
 func (s state) priority() uint32 {
-	if s == stateTerminating {
+	switch s {
+	case stateTerminating:
 		return PriorityTerminating
+	case stateUnready:
+		return PriorityUnready
 	}
 	return PriorityReady
 }
@@ -192,9 +204,10 @@ type slicePort struct {
 // Ready endpoints go to priority 0 HEALTHY; serving-and-terminating ones to
 // priority 1, also HEALTHY, because Envoy never balances to DRAINING hosts
 // and the fallback would carry nothing. Other endpoints are left out unless
-// [Options.IncludeUnready]. When nothing lands at priority 0, an empty
-// priority-0 group is emitted: the API asks for priorities without gaps (gRPC
-// clients NACK them), and an empty priority 0 makes Envoy fail over to 1.
+// [Options.IncludeUnready], which puts them at priority 2, UNHEALTHY. A
+// priority below the highest used that has no endpoint gets an empty group:
+// the API asks for priorities without gaps (gRPC clients NACK them), and an
+// empty priority makes Envoy fail over past it.
 //
 // An address:port carried by several slices (the controller moves endpoints
 // between slices non-atomically) appears once, the copy with the best state
@@ -470,14 +483,18 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 		ptrs[i] = &b.lb
 	}
 
-	if order[0].state.priority() != PriorityReady {
-		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality: &corev3.Locality{},
-			Priority: PriorityReady,
-		})
-	}
+	next := PriorityReady // the lowest priority not emitted yet
 	for len(order) > 0 {
 		prio, zone := order[0].state.priority(), order[0].zone
+		for ; next < prio; next++ {
+			// Priorities must have no gaps (Envoy and gRPC clients NACK
+			// them); an empty one makes Envoy fail over past it.
+			cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+				Locality: &corev3.Locality{},
+				Priority: next,
+			})
+		}
+		next = prio + 1
 		n := 1
 		for n < len(order) && order[n].state.priority() == prio && order[n].zone == zone {
 			n++

@@ -153,7 +153,9 @@ func TestService(t *testing.T) {
 			skipped: translate.Counts{UnreadyEndpoints: 3},
 		},
 		{
-			name: "IncludeUnready sends them UNHEALTHY at priority 0",
+			// Issue 10: at priority 0 they would lower its health in Envoy and move
+			// traffic to the terminating pod while ready pods exist.
+			name: "IncludeUnready sends them UNHEALTHY at priority 2, after the terminating fallback",
 			slices: []*discoveryv1.EndpointSlice{
 				v4("a", http80,
 					ep("10.0.0.3", notServing),
@@ -164,10 +166,34 @@ func TestService(t *testing.T) {
 			},
 			opts: translate.Options{IncludeUnready: true},
 			want: map[string][]string{"ns/svc/http": {
-				"p0 zone= 10.0.0.1:80/TCP UNHEALTHY",
-				"p0 zone= 10.0.0.3:80/TCP UNHEALTHY",
 				"p0 zone= 10.0.0.4:80/TCP HEALTHY",
 				"p1 zone= 10.0.0.2:80/TCP HEALTHY",
+				"p2 zone= 10.0.0.1:80/TCP UNHEALTHY",
+				"p2 zone= 10.0.0.3:80/TCP UNHEALTHY",
+			}},
+		},
+		{
+			name: "IncludeUnready without terminating endpoints: an empty priority 1 avoids a gap",
+			slices: []*discoveryv1.EndpointSlice{
+				v4("a", http80, ep("10.0.0.1", starting), ep("10.0.0.4")),
+			},
+			opts: translate.Options{IncludeUnready: true},
+			want: map[string][]string{"ns/svc/http": {
+				"p0 zone= 10.0.0.4:80/TCP HEALTHY",
+				"p1 zone= (empty)",
+				"p2 zone= 10.0.0.1:80/TCP UNHEALTHY",
+			}},
+		},
+		{
+			name: "IncludeUnready with only unready endpoints: empty priorities 0 and 1",
+			slices: []*discoveryv1.EndpointSlice{
+				v4("a", http80, ep("10.0.0.1", starting)),
+			},
+			opts: translate.Options{IncludeUnready: true},
+			want: map[string][]string{"ns/svc/http": {
+				"p0 zone= (empty)",
+				"p1 zone= (empty)",
+				"p2 zone= 10.0.0.1:80/TCP UNHEALTHY",
 			}},
 		},
 		{
