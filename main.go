@@ -210,6 +210,7 @@ type serveConfig struct {
 
 	Namespaces         []string
 	LabelSelector      string
+	ServiceProxyName   string
 	IncludeUnready     bool
 	DeletedGracePeriod time.Duration
 	Workers            int
@@ -281,6 +282,8 @@ func serveCommand() *cli.Command {
 				Usage: "watch only this `NAMESPACE` (repeatable; comma-separated in the environment)"},
 			&cli.StringFlag{Category: catKube, Name: "label-selector", EnvVars: env("label-selector"), DefaultText: "every EndpointSlice",
 				Usage: "watch only the EndpointSlices matching this label `SELECTOR`"},
+			&cli.StringFlag{Category: catKube, Name: "service-proxy-name", EnvVars: env("service-proxy-name"), DefaultText: "none: like kube-proxy, skip Services labelled service.kubernetes.io/service-proxy-name",
+				Usage: "serve exactly the Services labelled service.kubernetes.io/service-proxy-name=`NAME` (handed to deltaeds, as kube-proxy alternatives are)"},
 			&cli.BoolFlag{Category: catKube, Name: "include-unready", EnvVars: env("include-unready"),
 				Usage: "also send endpoints that are neither ready nor terminating-but-serving, as UNHEALTHY at priority 2 (after the terminating fallback): visible in Envoy's admin, never carrying traffic while a ready or terminating endpoint is healthy"},
 			&cli.DurationFlag{Category: catKube, Name: "deleted-grace-period", Value: watch.DefaultDeletedGracePeriod, EnvVars: env("deleted-grace-period"),
@@ -351,6 +354,7 @@ func serveConfigFromFlags(c *cli.Context) (serveConfig, error) {
 		XDSAddress:                c.String("xds-address"),
 		AdminAddress:              c.String("admin-address"),
 		LabelSelector:             c.String("label-selector"),
+		ServiceProxyName:          c.String("service-proxy-name"),
 		IncludeUnready:            c.Bool("include-unready"),
 		DeletedGracePeriod:        c.Duration("deleted-grace-period"),
 		Workers:                   c.Int("workers"),
@@ -393,6 +397,9 @@ func (cfg *serveConfig) validate() error {
 		if _, err := labels.Parse(cfg.LabelSelector); err != nil {
 			return fmt.Errorf("--label-selector %q: %v", cfg.LabelSelector, err)
 		}
+	}
+	if _, err := translate.ServedSelector("", cfg.ServiceProxyName); err != nil {
+		return fmt.Errorf("--service-proxy-name: %v", err)
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
@@ -585,6 +592,7 @@ func newServer(cfg serveConfig, log *zap.Logger) (_ *server, err error) {
 		Store:              s.store,
 		Namespaces:         cfg.Namespaces,
 		LabelSelector:      cfg.LabelSelector,
+		ServiceProxyName:   cfg.ServiceProxyName,
 		Translate:          translate.Options{IncludeUnready: cfg.IncludeUnready},
 		DeletedGracePeriod: cfg.DeletedGracePeriod,
 		Workers:            cfg.Workers,

@@ -43,6 +43,8 @@ func CheckCommand() *cli.Command {
 				Usage: "the names deltaeds publishes are those of this `NAMESPACE` (repeatable), as with serve's --namespace"},
 			&cli.StringFlag{Name: "label-selector", EnvVars: checkEnv("label-selector"), DefaultText: "every EndpointSlice",
 				Usage: "as serve's --label-selector"},
+			&cli.StringFlag{Name: "service-proxy-name", EnvVars: checkEnv("service-proxy-name"), DefaultText: "none, as serve",
+				Usage: "as serve's --service-proxy-name `NAME`"},
 			&cli.BoolFlag{Name: "offline", EnvVars: checkEnv("offline"),
 				Usage: "do not ask the API server; the names of the EDS clusters are not checked"},
 			&cli.DurationFlag{Name: "keepalive-min-time", Value: DefaultServeKeepaliveMinTime, EnvVars: checkEnv("keepalive-min-time"),

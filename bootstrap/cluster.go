@@ -40,6 +40,9 @@ type ClusterQuery struct {
 	// LabelSelector restricts the EndpointSlices listed (server side); ""
 	// means every one.
 	LabelSelector string
+	// ServiceProxyName is serve's --service-proxy-name: "" skips Services
+	// handed to another proxy, a name lists exactly those handed to it.
+	ServiceProxyName string
 }
 
 // ListClusters lists the EndpointSlices q selects and returns the clusters
@@ -47,10 +50,9 @@ type ClusterQuery struct {
 // and how many Services the slices belong to. Errors name the namespace and
 // what was asked; a Forbidden one says which permission is missing.
 func ListClusters(ctx context.Context, client kubernetes.Interface, q ClusterQuery) ([]Cluster, int, error) {
-	if q.LabelSelector != "" {
-		if _, err := labels.Parse(q.LabelSelector); err != nil {
-			return nil, 0, fmt.Errorf("label selector %q: %w", q.LabelSelector, err)
-		}
+	selector, err := translate.ServedSelector(q.LabelSelector, q.ServiceProxyName)
+	if err != nil {
+		return nil, 0, err
 	}
 	namespaces := q.Namespaces
 	if len(namespaces) == 0 {
@@ -58,7 +60,7 @@ func ListClusters(ctx context.Context, client kubernetes.Interface, q ClusterQue
 	}
 	var all []*discoveryv1.EndpointSlice
 	for _, ns := range namespaces {
-		opts := metav1.ListOptions{LabelSelector: q.LabelSelector, Limit: listPageSize}
+		opts := metav1.ListOptions{LabelSelector: selector, Limit: listPageSize}
 		for {
 			list, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, opts)
 			if err != nil {
@@ -176,6 +178,8 @@ func fromClusterFlags() []cli.Flag {
 			Usage: "with --from-cluster, list only this `NAMESPACE` (repeatable; comma-separated in the environment)"},
 		&cli.StringFlag{Category: cat, Name: "label-selector", EnvVars: env("label-selector"), DefaultText: "every EndpointSlice",
 			Usage: "with --from-cluster, list only the EndpointSlices matching this label `SELECTOR`"},
+		&cli.StringFlag{Category: cat, Name: "service-proxy-name", EnvVars: env("service-proxy-name"), DefaultText: "none, as serve",
+			Usage: "with --from-cluster, as serve's --service-proxy-name: list the Services labelled service.kubernetes.io/service-proxy-name=`NAME` (by default those without the label)"},
 		&cli.StringSliceFlag{Category: cat, Name: "exclude", EnvVars: env("exclude"),
 			Usage: "with --from-cluster, leave out the clusters found whose name matches this glob `PATTERN` (Go path.Match: * does not cross /, so ns/* is the unnamed ports of ns and ns/*/* its named ones; repeatable; --cluster ones are always kept)"},
 	}
@@ -186,7 +190,7 @@ func fromClusterFlags() []cli.Flag {
 // its flags is given without it or is malformed.
 func fromClusterQuery(c *cli.Context) (q ClusterQuery, excludes []string, ok bool, err error) {
 	if !c.Bool("from-cluster") {
-		for _, f := range []string{"kubeconfig", "namespace", "label-selector", "exclude"} {
+		for _, f := range []string{"kubeconfig", "namespace", "label-selector", "service-proxy-name", "exclude"} {
 			if c.IsSet(f) {
 				return q, nil, false, fmt.Errorf("--%s needs --from-cluster", f)
 			}
@@ -225,6 +229,10 @@ func parseClusterQuery(c *cli.Context) (ClusterQuery, error) {
 		if _, err := labels.Parse(q.LabelSelector); err != nil {
 			return q, fmt.Errorf("--label-selector %q: %v", q.LabelSelector, err)
 		}
+	}
+	q.ServiceProxyName = strings.TrimSpace(c.String("service-proxy-name"))
+	if _, err := translate.ServedSelector("", q.ServiceProxyName); err != nil {
+		return q, fmt.Errorf("--service-proxy-name: %v", err)
 	}
 	return q, nil
 }

@@ -5,11 +5,13 @@ import (
 	"testing"
 	"time"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/translate"
 	"github.com/deltaeds/deltaeds/xds"
 )
 
@@ -90,6 +92,41 @@ func TestAgainstRealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, "one pay endpoint", func() bool { return endpointCount(storedCLA(t, store, "shop/pay/http")) == 1 })
+	})
+
+	t.Run("service-proxy-name: another proxy's Services are left alone; a named one serves only its own", func(t *testing.T) {
+		mine := slice("shop", "mesh-1", "mesh", 8080, "10.4.0.1")
+		mine.Labels[translate.ServiceProxyNameLabel] = "deltaeds"
+		theirs := slice("shop", "other-1", "other", 8080, "10.4.0.2")
+		theirs.Labels[translate.ServiceProxyNameLabel] = "another-proxy"
+		for _, s := range []*discoveryv1.EndpointSlice{mine, theirs} {
+			if _, err := slices.Create(ctx, s, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, named := started(t, client, Config{ServiceProxyName: "deltaeds", ProbeInterval: 100 * time.Millisecond})
+		eventually(t, "the named watcher's sync", named.Synced)
+		eventually(t, "the Service labelled for deltaeds, on the named watcher", func() bool {
+			return endpointCount(storedCLA(t, named, "shop/mesh/http")) == 1
+		})
+		// The default watcher (started before these slices) must never publish either, and
+		// the named one nothing unlabelled: both have seen a later change by now.
+		if _, err := slices.Create(ctx, slice("shop", "late-1", "late", 8080, "10.4.0.3"), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a later unlabelled Service, on the default watcher", func() bool {
+			return endpointCount(storedCLA(t, store, "shop/late/http")) == 1
+		})
+		for _, name := range []string{"shop/mesh/http", "shop/other/http"} {
+			if r := store.Get(xds.EndpointType, name); r != nil {
+				t.Errorf("the default watcher publishes %s, labelled for another proxy", name)
+			}
+		}
+		for _, name := range []string{"shop/other/http", "shop/cart/http", "shop/late/http"} {
+			if r := named.Get(xds.EndpointType, name); r != nil {
+				t.Errorf("the watcher named deltaeds publishes %s", name)
+			}
+		}
 	})
 
 	t.Run("delete publishes an empty CLA", func(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -36,7 +35,11 @@ type Config struct {
 	Namespaces []string
 	// LabelSelector restricts the EndpointSlices watched (server side).
 	LabelSelector string
-	Translate     translate.Options
+	// ServiceProxyName: "" watches, like kube-proxy, no slice labelled
+	// service.kubernetes.io/service-proxy-name (a Service handed to another
+	// proxy); a name watches exactly the slices labelled with it.
+	ServiceProxyName string
+	Translate        translate.Options
 	// DeletedGracePeriod: see DefaultDeletedGracePeriod; 0 means the default.
 	DeletedGracePeriod time.Duration
 	// Workers translating Services concurrently; 0 means 2.
@@ -89,10 +92,9 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.Client == nil || cfg.Store == nil {
 		return nil, errors.New("watch: a Kubernetes client and a store are required")
 	}
-	if cfg.LabelSelector != "" {
-		if _, err := labels.Parse(cfg.LabelSelector); err != nil {
-			return nil, fmt.Errorf("watch: label selector %q: %w", cfg.LabelSelector, err)
-		}
+	selector, err := translate.ServedSelector(cfg.LabelSelector, cfg.ServiceProxyName)
+	if err != nil {
+		return nil, fmt.Errorf("watch: %w", err)
 	}
 	if cfg.DeletedGracePeriod <= 0 {
 		cfg.DeletedGracePeriod = DefaultDeletedGracePeriod
@@ -123,7 +125,7 @@ func New(cfg Config) (*Watcher, error) {
 	for _, ns := range dedupe(namespaces) {
 		opts := []informers.SharedInformerOption{
 			informers.WithTransform(slimSlice),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = cfg.LabelSelector }),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
 		}
 		if ns != metav1.NamespaceAll {
 			opts = append(opts, informers.WithNamespace(ns))
