@@ -147,13 +147,21 @@ func (s *Store) RegisterType(typeURL string, absent AbsentFunc) {
 	t.mu.Unlock()
 }
 
-// standInLocked builds what name is served as while it has no resource, or
-// nil when the type has no AbsentFunc. Callers hold t.mu for writing.
-func (t *typeStore) standInLocked(name string, observedAt time.Time) *Resource {
-	if t.absent == nil {
+// absentFunc returns the type's AbsentFunc.
+func (t *typeStore) absentFunc() AbsentFunc {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.absent
+}
+
+// buildStandIn builds what name is served as while it has no resource, or
+// nil when absent is nil. It marshals, so callers do not hold t.mu: a client
+// naming thousands of missing names must not stall every other stream.
+func (t *typeStore) buildStandIn(absent AbsentFunc, name string, observedAt time.Time) *Resource {
+	if absent == nil {
 		return nil
 	}
-	m := t.absent(name)
+	m := absent(name)
 	if m == nil {
 		return nil
 	}
@@ -269,6 +277,19 @@ func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
 	}
 
 	t := s.typeFor(typeURL)
+	// Stand-ins for the deleted names are built here too, outside the lock;
+	// only those some subscription names are kept.
+	var standIns map[string]*Resource
+	if absent := t.absentFunc(); absent != nil {
+		for name, r := range prepared {
+			if r == nil {
+				if standIns == nil {
+					standIns = make(map[string]*Resource)
+				}
+				standIns[name] = t.buildStandIn(absent, name, updates[last[name]].ObservedAt)
+			}
+		}
+	}
 	var ch Changes
 	touched := make(map[*Subscription][]string)
 	t.mu.Lock()
@@ -284,7 +305,7 @@ func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
 			if len(t.byName[name]) > 0 {
 				// Named subscribers are served the stand-in from now on;
 				// it carries the deletion's time, for propagation latency.
-				t.stand[name] = t.standInLocked(name, updates[last[name]].ObservedAt)
+				t.stand[name] = standIns[name]
 			}
 			ch.Deleted++
 		case old != nil && old.Version == r.Version:

@@ -181,6 +181,26 @@ func (sub *Subscription) Update(c Change) error {
 	}
 
 	t := sub.t
+	// Stand-ins for the names this change is the first to name and that
+	// have no resource are marshaled before the type lock is taken for
+	// writing (a hostile client may name 100,000 missing names at once).
+	var standIns map[string]*Resource
+	if absent := t.absentFunc(); absent != nil && len(index) > 0 {
+		t.mu.RLock()
+		var missing []string
+		for _, n := range index {
+			if _, named := t.byName[n]; !named && t.resources[n] == nil {
+				missing = append(missing, n)
+			}
+		}
+		t.mu.RUnlock()
+		if len(missing) > 0 {
+			standIns = make(map[string]*Resource, len(missing))
+			for _, n := range missing {
+				standIns[n] = t.buildStandIn(absent, n, time.Time{})
+			}
+		}
+	}
 	t.mu.Lock()
 	for _, n := range unindex {
 		t.unindexLocked(n, sub)
@@ -191,7 +211,13 @@ func (sub *Subscription) Update(c Change) error {
 			set = make(map[*Subscription]struct{}, 1)
 			t.byName[n] = set
 			if t.resources[n] == nil {
-				t.stand[n] = t.standInLocked(n, time.Time{})
+				st, built := standIns[n]
+				if !built {
+					// Named or created and deleted again since the peek:
+					// rare, and built here rather than served wrong.
+					st = t.buildStandIn(t.absent, n, time.Time{})
+				}
+				t.stand[n] = st
 			}
 		}
 		set[sub] = struct{}{}
