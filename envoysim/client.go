@@ -28,9 +28,12 @@ const (
 )
 
 // transportBackoff is the gRPC connection's own reconnect backoff. Envoy
-// opens the connection on demand when its retry timer fires, so the stream
-// backoff above is what paces reconnects; the transport's is kept short so
-// it does not add a second, slower backoff on top.
+// opens a new stream (and, through its cluster, a connection) when its retry
+// timer fires, and arms that timer again when the stream cannot start
+// (GrpcStream::establishNewStream and setRetryTimer,
+// source/common/config/grpc_stream.h), so the stream backoff above is what
+// paces reconnects; the transport's is kept short so it does not add a
+// second, slower backoff on top.
 var transportBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
 
 // Client is a simulated Envoy speaking Delta ADS for one type. Create it
@@ -208,7 +211,9 @@ func (c *Client) Subscribe(names ...string) {
 
 // Unsubscribe removes names from the subscription and drops what the client
 // held and routed with for them, as Envoy does when the cluster (the last
-// watcher of a name) goes away.
+// watcher of a name) goes away: ClusterManagerImpl::removeCluster
+// (source/common/upstream/cluster_manager_impl.cc) erases the active
+// cluster, and its EDS subscription and hosts with it.
 func (c *Client) Unsubscribe(names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -364,7 +369,9 @@ func (c *Client) Stall(on bool) {
 }
 
 // Disconnect drops the current stream, if any. The client reopens a new one
-// after its backoff, as Envoy does for any stream that closes, presenting
+// after its backoff, as Envoy does for any stream that closes
+// (GrpcStream::onRemoteClose arms setRetryTimer,
+// source/common/config/grpc_stream.h), presenting
 // initial_resource_versions for what it holds.
 func (c *Client) Disconnect() {
 	c.mu.Lock()

@@ -151,7 +151,7 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 func (c *Client) routeLocked(items []item, at time.Time) {
 	for _, it := range items {
 		if !c.wantsLocked(it.name) {
-			continue // Envoy skips resources no watch asked for.
+			continue // WatchMap::onConfigUpdate skips resources no watch asked for.
 		}
 		// EdsClusterImpl::onConfigUpdate: a ClusterLoadAssignment replaces
 		// the cluster's hosts, and one with no endpoints empties it.
