@@ -307,15 +307,7 @@ func TestFromClusterMissingKubeconfig(t *testing.T) {
 // end to end against a real kube-apiserver.
 func TestFromClusterAgainstAPIServer(t *testing.T) {
 	ctx := t.Context()
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
-	if err != nil {
-		t.Fatalf("start control plane (run `make testbin` first): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
+	cp := controlplane.StartForTest(t, controlplane.Options{})
 	client := kubernetes.NewForConfigOrDie(cp.RESTConfig())
 	v4 := discoveryv1.AddressTypeIPv4
 	for _, ns := range []string{"shop", "ops", "empty"} {

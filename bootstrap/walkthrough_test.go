@@ -20,15 +20,7 @@ import (
 // clean by `deltaeds check`, and a typo caught by it with a suggestion.
 func TestGettingEnvoysOnDeltaeds(t *testing.T) {
 	ctx := t.Context()
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
-	if err != nil {
-		t.Fatalf("start control plane (run `make testbin` first): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
+	cp := controlplane.StartForTest(t, controlplane.Options{})
 	client := kubernetes.NewForConfigOrDie(cp.RESTConfig())
 	if _, err := cp.CreateNamespace(ctx, "shop"); err != nil {
 		t.Fatal(err)

@@ -430,15 +430,7 @@ func (w *warnings) take() []string {
 func TestServerSideDryRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
-	if err != nil {
-		t.Fatalf("start control plane (run `make testbin` first): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
+	cp := controlplane.StartForTest(t, controlplane.Options{})
 	var warn warnings
 	cfg := rest.CopyConfig(cp.RESTConfig())
 	cfg.WarningHandler = &warn
