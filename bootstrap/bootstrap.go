@@ -397,19 +397,7 @@ func Marshal(b *bootstrapv3.Bootstrap, f Format) ([]byte, error) {
 }
 
 // Unmarshal parses a bootstrap written by Marshal (or by hand, in either
-// format) and validates it. It needs the extension types the bootstrap
-// uses to be linked in, which this package does.
+// format) and validates it: ReadBootstrap for data with no file name.
 func Unmarshal(data []byte) (*bootstrapv3.Bootstrap, error) {
-	js, err := yaml.YAMLToJSON(data) // JSON is YAML: this accepts both
-	if err != nil {
-		return nil, fmt.Errorf("parse bootstrap: %w", err)
-	}
-	b := &bootstrapv3.Bootstrap{}
-	if err := protojson.Unmarshal(js, b); err != nil {
-		return nil, fmt.Errorf("decode bootstrap: %w", err)
-	}
-	if err := b.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("invalid bootstrap: %w", err)
-	}
-	return b, nil
+	return ReadBootstrap("bootstrap", data)
 }

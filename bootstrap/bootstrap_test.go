@@ -1,8 +1,7 @@
 package bootstrap_test
 
 import (
-	"bytes"
-	"errors"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"github.com/urfave/cli/v2"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
@@ -28,24 +26,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // and its exit code (0 without error).
 func runCLI(t *testing.T, args ...string) (string, error, int) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	app := &cli.App{
-		Name:           "deltaeds",
-		Writer:         &out,
-		ErrWriter:      &errOut,
-		Commands:       []*cli.Command{bootstrap.Command()},
-		ExitErrHandler: func(*cli.Context, error) {},
-	}
-	err := app.Run(append([]string{"deltaeds", "bootstrap"}, args...))
-	code := 0
-	if err != nil {
-		code = 1
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			code = ec.ExitCode()
-		}
-	}
-	return out.String(), err, code
+	out, _, err, code := runBootstrap(t, context.Background(), args...)
+	return out, err, code
 }
 
 // decode parses the output the way Envoy would, with protojson (after YAML

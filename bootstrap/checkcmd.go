@@ -73,9 +73,9 @@ func runCheck(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("check: %v", err), ExitFindings)
 	}
-	b, err := Unmarshal(data)
+	b, err := ReadBootstrap(file, data)
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("check: %s: %v", file, err), ExitFindings)
+		return cli.Exit(fmt.Sprintf("check: %v", err), ExitFindings)
 	}
 	opts := CheckOptions{KeepaliveMinTime: c.Duration("keepalive-min-time")}
 	if !c.Bool("offline") {

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,7 +22,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
 	"github.com/deltaeds/deltaeds/bootstrap"
 	"github.com/deltaeds/deltaeds/e2e/controlplane"
@@ -193,27 +191,6 @@ func runBootstrap(t *testing.T, ctx context.Context, args ...string) (stdout, st
 	return runCommand(t, ctx, bootstrap.Command(), args...)
 }
 
-// parseBootstrap reads output as Envoy would (YAML or JSON, protojson) and
-// requires it to validate.
-func parseBootstrap(t *testing.T, data []byte) *bootstrapv3.Bootstrap {
-	t.Helper()
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
-		t.Fatalf("yaml: %v\n%s", err, data)
-	}
-	b := &bootstrapv3.Bootstrap{}
-	if err := protojson.Unmarshal(js, b); err != nil {
-		t.Fatalf("protojson: %v\n%s", err, data)
-	}
-	if err := b.Validate(); err != nil {
-		t.Fatalf("Validate: %v\n%s", err, data)
-	}
-	if err := b.ValidateAll(); err != nil {
-		t.Fatalf("ValidateAll: %v\n%s", err, data)
-	}
-	return b
-}
-
 // edsClusters returns the names of the EDS clusters, in output order, and
 // checks that each one's service_name is its name.
 func edsClusters(t *testing.T, b *bootstrapv3.Bootstrap) []string {
@@ -345,7 +322,7 @@ func TestFromClusterAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := []string{"default/api/https", "ops/dns/dns", "shop/cart", "shop/web/http"}
-		if got := edsClusters(t, parseBootstrap(t, data)); !slices.Equal(got, want) {
+		if got := edsClusters(t, decode(t, string(data))); !slices.Equal(got, want) {
 			t.Errorf("clusters\n got %q\nwant %q", got, want)
 		}
 	})
@@ -357,7 +334,7 @@ func TestFromClusterAgainstAPIServer(t *testing.T) {
 			t.Fatalf("code %d: %v\n%s", code, err, stderr)
 		}
 		want := []string{"ops/dns/dns", "shop/cart", "shop/web/grpc", "shop/web/http"}
-		if got := edsClusters(t, parseBootstrap(t, []byte(first))); !slices.Equal(got, want) {
+		if got := edsClusters(t, decode(t, first)); !slices.Equal(got, want) {
 			t.Errorf("clusters\n got %q\nwant %q", got, want)
 		}
 		again, _, _, _ := runBootstrap(t, ctx, args...)
@@ -373,7 +350,7 @@ func TestFromClusterAgainstAPIServer(t *testing.T) {
 			t.Fatalf("code %d: %v\n%s", code, err, stderr)
 		}
 		want := []string{"ops/dns/dns", "shop/cart", "shop/web/grpc", "shop/web/http"}
-		if got := edsClusters(t, parseBootstrap(t, []byte(out))); !slices.Equal(got, want) {
+		if got := edsClusters(t, decode(t, out)); !slices.Equal(got, want) {
 			t.Errorf("clusters\n got %q\nwant %q", got, want)
 		}
 	})
@@ -386,7 +363,7 @@ func TestFromClusterAgainstAPIServer(t *testing.T) {
 		if !strings.Contains(stderr, "warning: --from-cluster found no Services") {
 			t.Errorf("stderr %q lacks the warning", stderr)
 		}
-		if got := edsClusters(t, parseBootstrap(t, []byte(out))); len(got) != 0 {
+		if got := edsClusters(t, decode(t, out)); len(got) != 0 {
 			t.Errorf("clusters %q, want none", got)
 		}
 	})

@@ -1,7 +1,6 @@
 package bootstrap_test
 
 import (
-	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -34,14 +33,6 @@ func updateGoldens() bool {
 	}
 	b, _ := g.Get().(bool)
 	return b
-}
-
-// mergeCLI runs `deltaeds bootstrap args...` and returns stdout, the error
-// and its exit code.
-func mergeCLI(t *testing.T, args ...string) (string, error, int) {
-	t.Helper()
-	out, _, err, code := runBootstrap(t, context.Background(), args...)
-	return out, err, code
 }
 
 func readBootstrapFile(t *testing.T, path string) *bootstrapv3.Bootstrap {
@@ -82,7 +73,7 @@ func TestMergeGolden(t *testing.T) {
 			if len(input) != 1 {
 				t.Fatalf("want one input file, have %v", input)
 			}
-			out, err, _ := mergeCLI(t, append(args, "--merge", input[0])...)
+			out, err, _ := runCLI(t, append(args, "--merge", input[0])...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +106,7 @@ func TestMergeGolden(t *testing.T) {
 			if err := os.WriteFile(tmp, []byte(out), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			again, err, _ := mergeCLI(t, append(args, "--merge", tmp)...)
+			again, err, _ := runCLI(t, append(args, "--merge", tmp)...)
 			if err != nil {
 				t.Fatalf("merging the output again: %v", err)
 			}
@@ -498,7 +489,7 @@ func TestMergeCommandErrors(t *testing.T) {
 			if err := os.WriteFile(dest, []byte("previous\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, err, code := mergeCLI(t, append(tt.args, "-o", dest)...)
+			out, err, code := runCLI(t, append(tt.args, "-o", dest)...)
 			if err == nil {
 				t.Fatalf("no error; output:\n%s", out)
 			}
@@ -530,7 +521,7 @@ func TestMergeInPlace(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"node": {"id": "node", "cluster": "front"}, "static_resources": {"clusters": [{"name": "web", "type": "STATIC", "connect_timeout": "1s"}]}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err, _ := mergeCLI(t, "--merge", path, "-o", path, "--format", "json", "--convert", "web=shop/web/http"); err != nil {
+	if _, err, _ := runCLI(t, "--merge", path, "-o", path, "--format", "json", "--convert", "web=shop/web/http"); err != nil {
 		t.Fatal(err)
 	}
 	b := readBootstrapFile(t, path)

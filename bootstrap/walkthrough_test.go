@@ -89,7 +89,7 @@ func TestGettingEnvoysOnDeltaeds(t *testing.T) {
 		}{
 			{nil, 2, "want one BOOTSTRAP file"},
 			{[]string{"--offline", filepath.Join(dir, "absent.yaml")}, 1, "no such file"},
-			{[]string{"--offline", garbage}, 1, "parse bootstrap"},
+			{[]string{"--offline", garbage}, 1, "garbage.yaml: parse: yaml"},
 			{[]string{"--namespace", "Not_A_Namespace", garbage}, 2, "--namespace"},
 			{[]string{"--kubeconfig", filepath.Join(dir, "absent-kubeconfig"), filepath.Join(dir, "new.yaml")}, 1, "or pass --offline"},
 		} {
