@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -163,39 +164,39 @@ func TestServiceRecreatedWithinGraceIsNeverRemoved(t *testing.T) {
 	eventually(t, "the new endpoint", func() bool { return endpointCount(storedCLA(t, store, "ns/web/http")) == 1 })
 }
 
+// A slice whose kubernetes.io/service-name label changes, to another Service
+// or to none (issue 10), leaves its old Service at once.
 func TestRelabelledSliceLeavesItsOldService(t *testing.T) {
-	ctx := t.Context()
-	client := fake.NewClientset(
-		slice("ns", "s-1", "a", 80, "10.0.0.1"),
-		slice("ns", "s-2", "a", 80, "10.0.0.2"),
-	)
-	_, store := started(t, client, Config{})
-	eventually(t, "sync", store.Synced)
-	moved := slice("ns", "s-2", "b", 80, "10.0.0.2")
-	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, moved, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name    string
+		service string // the slice's new label; "" removes it
+		want    map[string]int
+	}{
+		{"to another Service", "b", map[string]int{"ns/a/http": 1, "ns/b/http": 1}},
+		{"to none", "", map[string]int{"ns/a/http": 1}},
 	}
-	eventually(t, "a with one endpoint and b with one", func() bool {
-		return endpointCount(storedCLA(t, store, "ns/a/http")) == 1 && endpointCount(storedCLA(t, store, "ns/b/http")) == 1
-	})
-}
-
-// A slice that loses its kubernetes.io/service-name label leaves its old
-// Service at once (issue 10), as one relabelled to another Service does.
-func TestUnlabelledSliceLeavesItsOldService(t *testing.T) {
-	ctx := t.Context()
-	client := fake.NewClientset(
-		slice("ns", "s-1", "a", 80, "10.0.0.1"),
-		slice("ns", "s-2", "a", 80, "10.0.0.2"),
-	)
-	_, store := started(t, client, Config{})
-	eventually(t, "sync", store.Synced)
-	orphaned := slice("ns", "s-2", "a", 80, "10.0.0.2")
-	delete(orphaned.Labels, "kubernetes.io/service-name")
-	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, orphaned, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client := fake.NewClientset(
+				slice("ns", "s-1", "a", 80, "10.0.0.1"),
+				slice("ns", "s-2", "a", 80, "10.0.0.2"),
+			)
+			_, store := started(t, client, Config{})
+			eventually(t, "sync", store.Synced)
+			moved := slice("ns", "s-2", tt.service, 80, "10.0.0.2")
+			if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(t.Context(), moved, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, fmt.Sprint("endpoints ", tt.want), func() bool {
+				for name, n := range tt.want {
+					if endpointCount(storedCLA(t, store, name)) != n {
+						return false
+					}
+				}
+				return true
+			})
+		})
 	}
-	eventually(t, "a with one endpoint", func() bool { return endpointCount(storedCLA(t, store, "ns/a/http")) == 1 })
 }
 
 func TestNamespacesRestrictTheWatch(t *testing.T) {
