@@ -4,8 +4,13 @@
 GO       ?= go
 BIN      := bin/deltaeds
 PKGS     := ./...
-# The e2e scenarios (package ./e2e) run in their own target, against a race-built binary.
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v '^github.com/deltaeds/deltaeds/e2e$$')
+# Everything under e2e/ (the scenarios, their harness and the demo) runs in the e2e target,
+# against a race-built binary; every other package in unit. No package runs in both.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '^github.com/deltaeds/deltaeds/e2e\(/\|$$\)')
+
+# The targets run one at a time even under `make -j`: unit and e2e each load both cores and share
+# .testbin, which testbin must have built first.
+.NOTPARALLEL:
 
 .PHONY: all build test fmt-check vet unit bench clean testbin clean-testbin
 
@@ -30,7 +35,7 @@ vet:
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-# Real etcd, kube-apiserver, kube-controller-manager and kubectl for the e2e tests (e2e/controlplane),
+# Real etcd, kube-apiserver, kube-controller-manager and kubectl for the e2e tests (internal/controlplane),
 # built from the Go module proxy into .testbin/; cached, so a second run takes a second.
 testbin:
 	GO=$(GO) bash e2e/testbin/build.sh

@@ -36,9 +36,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/deltaeds/deltaeds/admin"
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
-	"github.com/deltaeds/deltaeds/e2e/testpki"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
+	"github.com/deltaeds/deltaeds/internal/testpki"
 	"github.com/deltaeds/deltaeds/xds"
 )
 

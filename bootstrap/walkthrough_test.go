@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/deltaeds/deltaeds/bootstrap"
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
 )
 
 // TestGettingEnvoysOnDeltaeds walks the README's "Getting your Envoys on deltaeds" against a real

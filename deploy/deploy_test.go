@@ -36,7 +36,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/deltaeds/deltaeds/bootstrap"
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
 )
 
 var update = flag.Bool("update", false, "rewrite envoy-example-configmap.yaml from exampleBootstrapArgs")

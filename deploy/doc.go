@@ -9,7 +9,7 @@
 // The test checks that the ConfigMap is not stale, that the manifests keep their security and
 // availability properties, that `kubectl kustomize` renders the same objects, that the
 // Deployment's flags are accepted by the binary, and applies everything with server-side
-// dry-run to a real kube-apiserver (e2e/controlplane; `make testbin` builds it).
+// dry-run to a real kube-apiserver (internal/controlplane; `make testbin` builds it).
 //
 // It must never: grant deltaeds more than reading EndpointSlices, run anything as root or with
 // a writable root filesystem, use kustomize features the test's renderer does not understand

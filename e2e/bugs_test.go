@@ -13,6 +13,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -37,14 +38,14 @@ func TestShutdownWithStreamsIsRaceFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		p, err := harness.Start(waitCtx(t), harness.Options{
+		p, err := harness.StartDeltaeds(waitCtx(t), harness.DeltaedsOptions{
 			Name: fmt.Sprintf("deltaeds-race-%d", i), Binary: bin, Kubeconfig: e.cp.KubeconfigPath(),
 			LogDir: t.TempDir(), Logger: logger(t),
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err := harness.StartFleet(t.Context(), harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "race", Logger: logger(t)})
+		f, err := envoyfleet.Start(t.Context(), envoyfleet.Options{Size: 5, Target: p.XDSAddress(), NodePrefix: "race", Logger: logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +84,7 @@ func TestResubscribeResends(t *testing.T) {
 	e := scenario(t, ns)
 	e.service(t, ns, "svc", 2)
 	name := translate.ClusterName(ns, "svc", "http")
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-resubscribe"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-resubscribe"})
 	conn, err := grpc.NewClient(p.XDSAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

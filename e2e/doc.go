@@ -1,6 +1,6 @@
 // Package e2e proves deltaeds the way an operator sees it: the real bin/deltaeds, built from
 // this tree, runs as a child process against a real etcd, kube-apiserver and
-// kube-controller-manager (e2e/controlplane, binaries from `make testbin`), whose real
+// kube-controller-manager (internal/controlplane, binaries from `make testbin`), whose real
 // EndpointSlice controller turns real Services and Pods into EndpointSlices, while the tests
 // play the kubelet and the Deployment controller and a fleet of Envoy-like clients (envoysim)
 // holds what deltaeds serves.

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -15,9 +16,9 @@ import (
 func TestSubscriptionLifecycle(t *testing.T) {
 	const ns = "lifecycle"
 	e := scenario(t, ns)
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-lifecycle"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-lifecycle"})
 	rec := &recorder{}
-	f := e.fleet(t, harness.FleetOptions{Size: 3, Target: p.XDSAddress(), NodePrefix: "lc", OnApply: rec.onApply})
+	f := e.fleet(t, envoyfleet.Options{Size: 3, Target: p.XDSAddress(), NodePrefix: "lc", OnApply: rec.onApply})
 	ctx := t.Context()
 
 	// Subscribed before the Service exists: an empty CLA at once, which ends the cluster's

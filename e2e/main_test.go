@@ -18,9 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 )
 
 // waitTimeout bounds every wait for something that must happen. It is generous on purpose: on 2
@@ -94,7 +95,7 @@ func leakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 		// The control plane waits for the kube-apiserver it restarts after an outage.
-		goleak.IgnoreAnyFunction("github.com/deltaeds/deltaeds/e2e/controlplane.(*process).start.func1"),
+		goleak.IgnoreAnyFunction("github.com/deltaeds/deltaeds/internal/controlplane.(*process).start.func1"),
 	}
 }
 
@@ -185,7 +186,7 @@ func checkLeaks(t *testing.T) {
 
 // deltaeds starts a deltaeds process for the test and stops it (SIGTERM, which must end it with
 // status 0) when the test ends, printing the end of its log if the test failed.
-func (e *environment) deltaeds(t *testing.T, opts harness.Options) *harness.Process {
+func (e *environment) deltaeds(t *testing.T, opts harness.DeltaedsOptions) *harness.Deltaeds {
 	t.Helper()
 	opts.Binary = e.bin
 	opts.Kubeconfig = e.cp.KubeconfigPath()
@@ -197,7 +198,7 @@ func (e *environment) deltaeds(t *testing.T, opts harness.Options) *harness.Proc
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
-	p, err := harness.Start(ctx, opts)
+	p, err := harness.StartDeltaeds(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func (e *environment) deltaeds(t *testing.T, opts harness.Options) *harness.Proc
 
 // fleet starts clients that the test closes when it ends, failing it if any client saw a
 // protocol violation.
-func (e *environment) fleet(t *testing.T, opts harness.FleetOptions) *harness.Fleet {
+func (e *environment) fleet(t *testing.T, opts envoyfleet.Options) *envoyfleet.Fleet {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = logger(t)
@@ -222,7 +223,7 @@ func (e *environment) fleet(t *testing.T, opts harness.FleetOptions) *harness.Fl
 	if opts.Zones == nil {
 		opts.Zones = zones
 	}
-	f, err := harness.StartFleet(t.Context(), opts)
+	f, err := envoyfleet.Start(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +249,7 @@ func waitCtx(t *testing.T) context.Context {
 }
 
 // waitAll fails the test unless pred holds for every client of f before waitTimeout.
-func waitAll(t *testing.T, what string, f *harness.Fleet, pred func(envoysim.State) bool) {
+func waitAll(t *testing.T, what string, f *envoyfleet.Fleet, pred func(envoysim.State) bool) {
 	t.Helper()
 	if err := f.WaitAll(waitCtx(t), pred); err != nil {
 		t.Fatalf("waiting for %s: %v\n%s", what, err, describeFleet(f))
@@ -257,7 +258,7 @@ func waitAll(t *testing.T, what string, f *harness.Fleet, pred func(envoysim.Sta
 
 // describeFleet renders what each client routes to, for failure messages, noting where its xDS
 // state differs (a name removed, or a version from a rejected response routed with).
-func describeFleet(f *harness.Fleet) string {
+func describeFleet(f *envoyfleet.Fleet) string {
 	var b strings.Builder
 	for i, c := range f.Clients {
 		fmt.Fprintf(&b, "client %d:", i)
@@ -359,7 +360,7 @@ func (e *environment) service(t *testing.T, ns, name string, replicas int, ports
 }
 
 // metrics scrapes deltaeds' /metrics or fails the test.
-func metrics(t *testing.T, p *harness.Process) harness.Metrics {
+func metrics(t *testing.T, p *harness.Deltaeds) harness.Metrics {
 	t.Helper()
 	m, err := p.Metrics(waitCtx(t))
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -39,8 +40,8 @@ func TestAbsentNamesRouteNothing(t *testing.T) {
 	norun := e.service(t, ns, "norun", 3)
 	stall := e.service(t, ns, "stall", 2)
 
-	a := e.deltaeds(t, harness.Options{Name: "s10-a", DeletedGracePeriod: grace})
-	b := e.deltaeds(t, harness.Options{Name: "s10-b", DeletedGracePeriod: grace})
+	a := e.deltaeds(t, harness.DeltaedsOptions{Name: "s10-a", DeletedGracePeriod: grace})
+	b := e.deltaeds(t, harness.DeltaedsOptions{Name: "s10-b", DeletedGracePeriod: grace})
 	proxy, err := harness.NewProxy(a.XDSAddress(), logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -48,14 +49,14 @@ func TestAbsentNamesRouteNothing(t *testing.T) {
 	t.Cleanup(proxy.Close)
 	// Wildcard watchers see a resource leave a replica's store (their removal), which is when a
 	// removal used to be all a reconnecting client got.
-	watchA := e.fleet(t, harness.FleetOptions{Size: 1, Target: a.XDSAddress(), NodePrefix: "s10-watch-a", Wildcard: true})
-	watchB := e.fleet(t, harness.FleetOptions{Size: 1, Target: b.XDSAddress(), NodePrefix: "s10-watch-b", Wildcard: true})
-	gone := func(replica string, w *harness.Fleet, svc string) {
+	watchA := e.fleet(t, envoyfleet.Options{Size: 1, Target: a.XDSAddress(), NodePrefix: "s10-watch-a", Wildcard: true})
+	watchB := e.fleet(t, envoyfleet.Options{Size: 1, Target: b.XDSAddress(), NodePrefix: "s10-watch-b", Wildcard: true})
+	gone := func(replica string, w *envoyfleet.Fleet, svc string) {
 		t.Helper()
 		waitAll(t, svc+" gone from replica "+replica, w, func(s envoysim.State) bool { return s.Removed(name(svc)) })
 	}
 
-	f := e.fleet(t, harness.FleetOptions{Size: 3, Target: proxy.Addr(), NodePrefix: "s10"})
+	f := e.fleet(t, envoyfleet.Options{Size: 3, Target: proxy.Addr(), NodePrefix: "s10"})
 	f.Subscribe(name("again"), name("left"), name("norun"))
 	waitAll(t, "the first endpoints", f, holdsAll(holds(name("again"), again.IPs(), nil),
 		holds(name("left"), left.IPs(), nil), holds(name("norun"), norun.IPs(), nil)))
@@ -72,7 +73,7 @@ func TestAbsentNamesRouteNothing(t *testing.T) {
 		// The client fails on the first resource it applies (names are sorted, "again" comes
 		// first), so Envoy applied nothing of the batch: deltaeds must resend the others.
 		bad := errors.New("rejected by the test")
-		nack := e.fleet(t, harness.FleetOptions{Size: 1, Target: a.XDSAddress(), NodePrefix: "s10-nack",
+		nack := e.fleet(t, envoyfleet.Options{Size: 1, Target: a.XDSAddress(), NodePrefix: "s10-nack",
 			Reject: func(_ int, n string, _ proto.Message) error {
 				if n == name("again") {
 					return bad
@@ -100,7 +101,7 @@ func TestAbsentNamesRouteNothing(t *testing.T) {
 	})
 
 	t.Run("a deletion while a response is unacknowledged", func(t *testing.T) {
-		slow := e.fleet(t, harness.FleetOptions{Size: 1, Target: a.XDSAddress(), NodePrefix: "s10-slow"})
+		slow := e.fleet(t, envoyfleet.Options{Size: 1, Target: a.XDSAddress(), NodePrefix: "s10-slow"})
 		slow.Subscribe(name("stall"))
 		waitAll(t, "the endpoints", slow, holds(name("stall"), stall.IPs(), nil))
 		c := slow.Clients[0]

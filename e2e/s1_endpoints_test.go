@@ -12,6 +12,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -21,8 +22,8 @@ func TestEndpointsFollowPods(t *testing.T) {
 	const ns = "s1-endpoints"
 	e := scenario(t, ns)
 	d := e.service(t, ns, "web", 6, httpPort, metricsPort)
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s1"})
-	f := e.fleet(t, harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "s1"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s1"})
+	f := e.fleet(t, envoyfleet.Options{Size: 5, Target: p.XDSAddress(), NodePrefix: "s1"})
 
 	httpName := translate.ClusterName(ns, "web", "http")
 	metricsName := translate.ClusterName(ns, "web", "metrics")
@@ -201,7 +202,7 @@ func TestEndpointsFollowPods(t *testing.T) {
 }
 
 // getJSON fetches an admin path and decodes its JSON body into v.
-func getJSON(t *testing.T, p *harness.Process, path string, v any) {
+func getJSON(t *testing.T, p *harness.Deltaeds, path string, v any) {
 	t.Helper()
 	code, body, err := p.Get(t.Context(), path)
 	if err != nil {

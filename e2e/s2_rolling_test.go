@@ -9,6 +9,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -25,7 +26,7 @@ func TestRollingRestartNeverEmpty(t *testing.T) {
 	e := scenario(t, ns)
 	d := e.service(t, ns, "api", replicas)
 	name := translate.ClusterName(ns, "api", "http")
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s2"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s2"})
 
 	// The invariant is checked on every response every client applies, on the client's own
 	// receive goroutine, against what it routes to right after applying it.
@@ -37,7 +38,7 @@ func TestRollingRestartNeverEmpty(t *testing.T) {
 		minReady = map[int]int{} // by client: fewest priority-0 endpoints held during the rollout
 		tracker  = harness.NewTracker(clients, func(string) string { return name })
 	)
-	f := e.fleet(t, harness.FleetOptions{
+	f := e.fleet(t, envoyfleet.Options{
 		Size: clients, Target: p.XDSAddress(), NodePrefix: "s2",
 		OnApply: func(i int, c *envoysim.Client, a envoysim.Applied) {
 			for _, u := range a.Updated {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -35,14 +36,14 @@ func TestServiceDeleted(t *testing.T) {
 	keptName := translate.ClusterName(ns, "ports", "http")
 	droppedName := translate.ClusterName(ns, "ports", "metrics")
 
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s3", DeletedGracePeriod: grace})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s3", DeletedGracePeriod: grace})
 	rec := &recorder{}
-	f := e.fleet(t, harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "s3", OnApply: rec.onApply})
+	f := e.fleet(t, envoyfleet.Options{Size: 5, Target: p.XDSAddress(), NodePrefix: "s3", OnApply: rec.onApply})
 	f.Subscribe(goneName, backName, keptName, droppedName)
 	// The wildcard subscriber is the only one deltaeds sends removals to: it shows when the
 	// grace period ends.
 	wrec := &recorder{}
-	wild := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s3-wildcard", Wildcard: true, OnApply: wrec.onApply})
+	wild := e.fleet(t, envoyfleet.Options{Size: 1, Target: p.XDSAddress(), NodePrefix: "s3-wildcard", Wildcard: true, OnApply: wrec.onApply})
 	every := holdsAll(holds(goneName, gone.IPs(), nil), holds(backName, back.IPs(), nil),
 		holds(keptName, ports.IPs(), nil), holds(droppedName, ports.IPs(), nil))
 	waitAll(t, "every Service", f, every)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -21,8 +22,8 @@ func TestAPIServerOutage(t *testing.T) {
 	e := scenario(t, ns)
 	d := e.service(t, ns, "cart", 4)
 	name := translate.ClusterName(ns, "cart", "http")
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s4", ExtraArgs: []string{"--apiserver-probe-interval", "1s"}})
-	f := e.fleet(t, harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "s4"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s4", ExtraArgs: []string{"--apiserver-probe-interval", "1s"}})
+	f := e.fleet(t, envoyfleet.Options{Size: 5, Target: p.XDSAddress(), NodePrefix: "s4"})
 	f.Subscribe(name)
 	waitAll(t, "the Service", f, holds(name, d.IPs(), nil))
 	// The version the server sent (the xDS state), to compare with what a late client is sent.
@@ -68,7 +69,7 @@ func TestAPIServerOutage(t *testing.T) {
 	t.Logf("/readyz during the outage: %s", strings.TrimSpace(body))
 
 	// A client joining now gets the last known endpoints, at the same version.
-	late := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s4-late"})
+	late := e.fleet(t, envoyfleet.Options{Size: 1, Target: p.XDSAddress(), NodePrefix: "s4-late"})
 	late.Subscribe(name)
 	waitAll(t, "the last known endpoints for a client joining during the outage", late, holds(name, d.IPs(), nil))
 	if h, _ := late.Clients[0].Held(name); h.Version != before.Version {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -45,8 +46,8 @@ func TestRestartAndReplicas(t *testing.T) {
 		canaries = append(canaries, translate.ClusterName(ns, svc, "http"))
 	}
 
-	a := e.deltaeds(t, harness.Options{Name: "replica-a"})
-	b := e.deltaeds(t, harness.Options{Name: "replica-b"})
+	a := e.deltaeds(t, harness.DeltaedsOptions{Name: "replica-a"})
+	b := e.deltaeds(t, harness.DeltaedsOptions{Name: "replica-b"})
 	proxy, err := harness.NewProxy(a.XDSAddress(), logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +55,7 @@ func TestRestartAndReplicas(t *testing.T) {
 	t.Cleanup(proxy.Close)
 
 	rec := &recorder{}
-	f := e.fleet(t, harness.FleetOptions{Size: clients, Target: proxy.Addr(), NodePrefix: "s5", OnApply: rec.onApply})
+	f := e.fleet(t, envoyfleet.Options{Size: clients, Target: proxy.Addr(), NodePrefix: "s5", OnApply: rec.onApply})
 	f.Subscribe(names...)
 	var all []func(envoysim.State) bool
 	for i, d := range deps {
@@ -63,8 +64,8 @@ func TestRestartAndReplicas(t *testing.T) {
 	waitAll(t, "every Service through replica A", f, holdsAll(all...))
 
 	// Watchers attached to each replica directly, to know when a change has reached it.
-	watchA := e.fleet(t, harness.FleetOptions{Size: 1, Target: a.XDSAddress(), NodePrefix: "s5-watch-a"})
-	watchB := e.fleet(t, harness.FleetOptions{Size: 1, Target: b.XDSAddress(), NodePrefix: "s5-watch-b"})
+	watchA := e.fleet(t, envoyfleet.Options{Size: 1, Target: a.XDSAddress(), NodePrefix: "s5-watch-a"})
+	watchB := e.fleet(t, envoyfleet.Options{Size: 1, Target: b.XDSAddress(), NodePrefix: "s5-watch-b"})
 	watchA.Subscribe(names...)
 	watchB.Subscribe(names...)
 	waitAll(t, "every Service on replica A", watchA, holdsAll(all...))

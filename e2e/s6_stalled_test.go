@@ -10,6 +10,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -35,9 +36,9 @@ func TestStalledClient(t *testing.T) {
 		deps[i] = e.service(t, ns, svc, replicas)
 		names[i] = translate.ClusterName(ns, svc, "http")
 	}
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s6"})
-	f := e.fleet(t, harness.FleetOptions{Size: 5, Target: p.XDSAddress(), NodePrefix: "s6"})
-	stalled := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s6-stalled"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s6"})
+	f := e.fleet(t, envoyfleet.Options{Size: 5, Target: p.XDSAddress(), NodePrefix: "s6"})
+	stalled := e.fleet(t, envoyfleet.Options{Size: 1, Target: p.XDSAddress(), NodePrefix: "s6-stalled"})
 	f.Subscribe(names...)
 	stalled.Subscribe(names...)
 

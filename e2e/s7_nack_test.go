@@ -9,6 +9,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -25,12 +26,12 @@ func TestNACKingClient(t *testing.T) {
 	shop := e.service(t, ns, "shop", 3)
 	payName := translate.ClusterName(ns, "pay", "http")
 	shopName := translate.ClusterName(ns, "shop", "http")
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s7"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s7"})
 
-	good := e.fleet(t, harness.FleetOptions{Size: 4, Target: p.XDSAddress(), NodePrefix: "s7"})
+	good := e.fleet(t, envoyfleet.Options{Size: 4, Target: p.XDSAddress(), NodePrefix: "s7"})
 	// The NACKing client rejects every response that carries pay, as an Envoy would whose
 	// filter chain cannot use it; shop is subscribed first so it arrives on its own.
-	bad := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s7-nacker",
+	bad := e.fleet(t, envoyfleet.Options{Size: 1, Target: p.XDSAddress(), NodePrefix: "s7-nacker",
 		NACK: func(_ int, r *discoveryv3.DeltaDiscoveryResponse) error {
 			for _, res := range r.GetResources() {
 				if res.GetName() == payName {

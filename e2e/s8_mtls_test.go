@@ -20,8 +20,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
-	"github.com/deltaeds/deltaeds/e2e/testpki"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
+	"github.com/deltaeds/deltaeds/internal/testpki"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -66,7 +67,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 		return path
 	}
-	p := e.deltaeds(t, harness.Options{
+	p := e.deltaeds(t, harness.DeltaedsOptions{
 		Name:            "deltaeds-s8",
 		TLSCertFile:     write("server.crt", server.CertPEM),
 		TLSKeyFile:      write("server.key", server.KeyPEM),
@@ -80,7 +81,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 		return c
 	}
-	f := e.fleet(t, harness.FleetOptions{Size: 2, Target: p.XDSAddress(), Creds: creds(ca.CertPEM, &client), NodePrefix: "s8"})
+	f := e.fleet(t, envoyfleet.Options{Size: 2, Target: p.XDSAddress(), Creds: creds(ca.CertPEM, &client), NodePrefix: "s8"})
 	f.Subscribe(name)
 	waitAll(t, "the Service over mTLS", f, holds(name, d.IPs(), nil))
 

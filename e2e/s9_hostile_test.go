@@ -24,6 +24,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -42,10 +43,10 @@ func TestHostileInput(t *testing.T) {
 	e := scenario(t, ns)
 	steady := e.service(t, ns, "steady", 3)
 	steadyName := translate.ClusterName(ns, "steady", "http")
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s9", MaxSubscriptionsPerStream: maxNames})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s9", MaxSubscriptionsPerStream: maxNames})
 
 	// Bystanders: well-behaved clients that must not notice anything.
-	by := e.fleet(t, harness.FleetOptions{Size: 3, Target: p.XDSAddress(), NodePrefix: "s9-bystander"})
+	by := e.fleet(t, envoyfleet.Options{Size: 3, Target: p.XDSAddress(), NodePrefix: "s9-bystander"})
 	by.Subscribe(steadyName)
 	waitAll(t, "the steady Service", by, holds(steadyName, steady.IPs(), nil))
 
@@ -71,7 +72,7 @@ func TestHostileInput(t *testing.T) {
 			}
 		}
 		name := translate.ClusterName(ns, "ext", "http")
-		c := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s9-ext"})
+		c := e.fleet(t, envoyfleet.Options{Size: 1, Target: p.XDSAddress(), NodePrefix: "s9-ext"})
 		c.Subscribe(name)
 		waitAll(t, "the IPv4 endpoints only", c, holds(name, ips, nil))
 		waitMetric(t, p, "deltaeds_translate_skipped_total", []string{"reason", "fqdn_slice"}, func(v float64) bool { return v >= 1 })
@@ -86,7 +87,7 @@ func TestHostileInput(t *testing.T) {
 		// Nothing is published for it: a client asking for the name it would have gets an
 		// empty CLA at once, so it routes to nothing (and an Envoy's cluster stops warming).
 		name := translate.ClusterName(ns, "orphan", "http")
-		c := e.fleet(t, harness.FleetOptions{Size: 1, Target: p.XDSAddress(), NodePrefix: "s9-orphan"})
+		c := e.fleet(t, envoyfleet.Options{Size: 1, Target: p.XDSAddress(), NodePrefix: "s9-orphan"})
 		c.Subscribe(name)
 		waitAll(t, "an empty CLA for a name nothing publishes", c, routesNothing(name))
 	})
@@ -115,7 +116,7 @@ func TestHostileInput(t *testing.T) {
 		}
 		created := time.Since(start)
 		name := translate.ClusterName(ns, "huge", "http")
-		c := e.fleet(t, harness.FleetOptions{Size: 2, Target: p.XDSAddress(), NodePrefix: "s9-huge"})
+		c := e.fleet(t, envoyfleet.Options{Size: 2, Target: p.XDSAddress(), NodePrefix: "s9-huge"})
 		c.Subscribe(name)
 		waitAll(t, "all 2,000 endpoints", c, holds(name, all, nil))
 		t.Logf("1,000 slices created in %s; every client holds all %d endpoints %s later",
@@ -351,7 +352,7 @@ func expectCode(t *testing.T, err error, code codes.Code, hint string) {
 }
 
 // waitMetric waits until the metric (summed over samples matching kv) satisfies ok.
-func waitMetric(t *testing.T, p *harness.Process, name string, kv []string, ok func(float64) bool) {
+func waitMetric(t *testing.T, p *harness.Deltaeds, name string, kv []string, ok func(float64) bool) {
 	t.Helper()
 	var v float64
 	if err := harness.Eventually(waitCtx(t), func() error {

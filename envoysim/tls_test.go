@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/deltaeds/deltaeds/e2e/testpki"
+	"github.com/deltaeds/deltaeds/internal/testpki"
 )
 
 func TestMutualTLS(t *testing.T) {

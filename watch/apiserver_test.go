@@ -10,7 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
 	"github.com/deltaeds/deltaeds/translate"
 	"github.com/deltaeds/deltaeds/xds"
 )

@@ -7,7 +7,7 @@
 // Service with a live progress line, restarts deltaeds to show that reconnecting Envoys are
 // resent nothing, prints a summary table, and ends with how to point a real Envoy at deltaeds.
 //
-// It owns only the orchestration and the presentation; the pieces come from e2e/controlplane
+// It owns only the orchestration and the presentation; the pieces come from internal/controlplane
 // (the cluster), e2e/harness (deltaeds as a child process, the kubelet and Deployment roles, the
 // fleet, the latency tracker) and envoysim.
 //

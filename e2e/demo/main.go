@@ -21,9 +21,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 )
 
 // config is the command line.
@@ -102,8 +103,8 @@ type demo struct {
 	dir     string // temporary folder
 	logDir  string
 	cp      *controlplane.ControlPlane
-	deltaed *harness.Process
-	fleet   *harness.Fleet
+	deltaed *harness.Deltaeds
+	fleet   *envoyfleet.Fleet
 	logFile *os.File
 	stopped []string // what cleanup stopped, for the report
 }
@@ -217,7 +218,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 3. deltaeds.
 	if err := d.step("starting deltaeds", func() (string, error) {
-		p, err := harness.Start(ctx, harness.Options{
+		p, err := harness.StartDeltaeds(ctx, harness.DeltaedsOptions{
 			Name: "deltaeds", Binary: bin, Kubeconfig: d.cp.KubeconfigPath(), LogDir: d.logDir,
 			OwnProcessGroup: true, Logger: d.log,
 		})
@@ -240,7 +241,7 @@ func (d *demo) run(ctx context.Context) error {
 		names = append(names, clusterName(serviceName(i)))
 	}
 	if err := d.step(fmt.Sprintf("attaching %d simulated Envoys, each subscribing to %d clusters", c.clients, c.services), func() (string, error) {
-		f, err := harness.StartFleet(ctx, harness.FleetOptions{
+		f, err := envoyfleet.Start(ctx, envoyfleet.Options{
 			Size: c.clients, Target: d.deltaed.XDSAddress(), NodePrefix: "envoy", Zones: zones, Logger: d.log,
 			OnApply: func(i int, cl *envoysim.Client, a envoysim.Applied) {
 				for _, u := range a.Updated {

@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/deltaeds/deltaeds/e2e/testpki"
+	"github.com/deltaeds/deltaeds/internal/testpki"
 )
 
 // ClientCreds returns gRPC credentials that trust roots and present client, if not nil. The

@@ -32,7 +32,7 @@ const (
 // modulePath is the main module, whose root is where deltaeds is built from.
 const modulePath = "github.com/deltaeds/deltaeds"
 
-// DefaultReadyTimeout bounds how long Start waits for /readyz. Generous: on 2 busy cores a
+// DefaultReadyTimeout bounds how long StartDeltaeds waits for /readyz. Generous: on 2 busy cores a
 // starting replica lists every EndpointSlice before it is ready.
 const DefaultReadyTimeout = 2 * time.Minute
 
@@ -118,8 +118,8 @@ func build(ctx context.Context, dir, name string, race bool) (string, error) {
 	return out, nil
 }
 
-// Options says how to run one deltaeds process. Binary and Kubeconfig are required.
-type Options struct {
+// DeltaedsOptions says how to run one deltaeds process. Binary and Kubeconfig are required.
+type DeltaedsOptions struct {
 	// Name tells processes apart in logs and errors ("deltaeds" when empty).
 	Name       string
 	Binary     string
@@ -150,9 +150,9 @@ type Options struct {
 	Logger *zap.Logger
 }
 
-// Process is a running deltaeds. Its methods are safe for concurrent use.
-type Process struct {
-	opts    Options
+// Deltaeds is a running deltaeds process. Its methods are safe for concurrent use.
+type Deltaeds struct {
+	opts    DeltaedsOptions
 	log     *zap.Logger
 	logPath string
 	args    []string
@@ -166,11 +166,11 @@ type Process struct {
 	runFrom int64 // offset in the log file where the current run's output starts
 }
 
-// Start runs `deltaeds serve` with opts and waits until /readyz answers 200. On error nothing is
+// StartDeltaeds runs `deltaeds serve` with opts and waits until /readyz answers 200. On error nothing is
 // left running and the error carries the end of the process's log.
-func Start(ctx context.Context, opts Options) (*Process, error) {
+func StartDeltaeds(ctx context.Context, opts DeltaedsOptions) (*Deltaeds, error) {
 	if opts.Binary == "" || opts.Kubeconfig == "" || opts.LogDir == "" {
-		return nil, errors.New("harness: Options.Binary, Kubeconfig and LogDir are required")
+		return nil, errors.New("harness: DeltaedsOptions.Binary, Kubeconfig and LogDir are required")
 	}
 	if opts.Name == "" {
 		opts.Name = "deltaeds"
@@ -184,7 +184,7 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	p := &Process{
+	p := &Deltaeds{
 		opts:    opts,
 		log:     opts.Logger.With(zap.String("process", opts.Name)),
 		logPath: filepath.Join(opts.LogDir, opts.Name+".log"),
@@ -217,7 +217,7 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 	}
 }
 
-func (p *Process) serveArgs() []string {
+func (p *Deltaeds) serveArgs() []string {
 	o := p.opts
 	args := []string{"serve",
 		"--kubeconfig", o.Kubeconfig,
@@ -246,7 +246,7 @@ func (p *Process) serveArgs() []string {
 // start launches the process and waits for readiness. When the run exits early because a port
 // it was given is taken (by a process that grabbed it since it was picked, or by the previous
 // run's socket), it tries again until the readiness deadline.
-func (p *Process) start(ctx context.Context) error {
+func (p *Deltaeds) start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.ReadyTimeout)
 	defer cancel()
 	for {
@@ -270,7 +270,7 @@ func (p *Process) start(ctx context.Context) error {
 var errExitedEarly = errors.New("exited before it was ready")
 
 // startOnce launches the process once and waits for readiness (bounded by ReadyTimeout).
-func (p *Process) startOnce(ctx context.Context) error {
+func (p *Deltaeds) startOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.ReadyTimeout)
 	defer cancel()
 	lf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -318,7 +318,7 @@ func (p *Process) startOnce(ctx context.Context) error {
 }
 
 // portTaken reports whether the latest run's log says it could not bind a port.
-func (p *Process) portTaken() bool {
+func (p *Deltaeds) portTaken() bool {
 	data, err := os.ReadFile(p.logPath)
 	if err != nil || int64(len(data)) < p.runFrom {
 		return false
@@ -327,7 +327,7 @@ func (p *Process) portTaken() bool {
 }
 
 // waitReady polls /readyz until it answers 200, the process exits, or the deadline passes.
-func (p *Process) waitReady(ctx context.Context) error {
+func (p *Deltaeds) waitReady(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -351,33 +351,33 @@ func (p *Process) waitReady(ctx context.Context) error {
 }
 
 // Name returns the process's name.
-func (p *Process) Name() string { return p.opts.Name }
+func (p *Deltaeds) Name() string { return p.opts.Name }
 
 // XDSAddress returns the gRPC address, host:port.
-func (p *Process) XDSAddress() string { return p.opts.XDSAddress }
+func (p *Deltaeds) XDSAddress() string { return p.opts.XDSAddress }
 
 // AdminURL returns the admin server's base URL.
-func (p *Process) AdminURL() string { return "http://" + p.opts.AdminAddress }
+func (p *Deltaeds) AdminURL() string { return "http://" + p.opts.AdminAddress }
 
 // LogPath returns the process's log file (appended to across restarts).
-func (p *Process) LogPath() string { return p.logPath }
+func (p *Deltaeds) LogPath() string { return p.logPath }
 
 // Pid returns the process id of the current run.
-func (p *Process) Pid() int {
+func (p *Deltaeds) Pid() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cmd.Process.Pid
 }
 
 // Done is closed when the current run has exited.
-func (p *Process) Done() <-chan struct{} {
+func (p *Deltaeds) Done() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.done
 }
 
 // Alive reports whether the current run is still running.
-func (p *Process) Alive() bool {
+func (p *Deltaeds) Alive() bool {
 	select {
 	case <-p.Done():
 		return false
@@ -387,7 +387,7 @@ func (p *Process) Alive() bool {
 }
 
 // ExitErr returns how the current run ended (nil while running or after a clean exit).
-func (p *Process) ExitErr() error {
+func (p *Deltaeds) ExitErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.waitErr
@@ -397,7 +397,7 @@ func (p *Process) ExitErr() error {
 // returns an error if the process had died by itself, did not stop in time, or exited with a
 // non-zero status: deltaeds must shut down cleanly on SIGTERM. Stopping a stopped process is a
 // no-op.
-func (p *Process) Stop() error {
+func (p *Deltaeds) Stop() error {
 	p.mu.Lock()
 	cmd, done, already := p.cmd, p.done, p.stopped
 	p.stopped = true
@@ -429,7 +429,7 @@ func (p *Process) Stop() error {
 }
 
 // Kill sends SIGKILL, like a crash or an OOM kill, and waits for the exit.
-func (p *Process) Kill() error {
+func (p *Deltaeds) Kill() error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.stopped = true
@@ -444,7 +444,7 @@ func (p *Process) Kill() error {
 
 // Restart stops the process (SIGTERM) and runs it again with the same flags and ports, waiting
 // for readiness. Clients dialled to its address reconnect to the new process.
-func (p *Process) Restart(ctx context.Context) error {
+func (p *Deltaeds) Restart(ctx context.Context) error {
 	if err := p.Stop(); err != nil {
 		return err
 	}
@@ -453,7 +453,7 @@ func (p *Process) Restart(ctx context.Context) error {
 
 // StartAgain runs the process again after Stop or Kill, on the same ports, and waits for
 // readiness, retrying while a port is still taken.
-func (p *Process) StartAgain(ctx context.Context) error {
+func (p *Deltaeds) StartAgain(ctx context.Context) error {
 	if p.Alive() {
 		return fmt.Errorf("harness: %s is running", p.opts.Name)
 	}
@@ -461,7 +461,7 @@ func (p *Process) StartAgain(ctx context.Context) error {
 }
 
 // Get fetches path from the admin server.
-func (p *Process) Get(ctx context.Context, path string) (int, []byte, error) {
+func (p *Deltaeds) Get(ctx context.Context, path string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.AdminURL()+path, nil)
 	if err != nil {
 		return 0, nil, err
@@ -479,7 +479,7 @@ func (p *Process) Get(ctx context.Context, path string) (int, []byte, error) {
 }
 
 // Metrics scrapes /metrics.
-func (p *Process) Metrics(ctx context.Context) (Metrics, error) {
+func (p *Deltaeds) Metrics(ctx context.Context) (Metrics, error) {
 	code, body, err := p.Get(ctx, "/metrics")
 	if err != nil {
 		return nil, err
@@ -491,12 +491,12 @@ func (p *Process) Metrics(ctx context.Context) (Metrics, error) {
 }
 
 // RSS returns the resident memory of the current run, in bytes, from /proc.
-func (p *Process) RSS() (int64, error) {
+func (p *Deltaeds) RSS() (int64, error) {
 	return rssOf(p.Pid())
 }
 
 // LogTail returns the last n lines of the process's log.
-func (p *Process) LogTail(n int) string {
+func (p *Deltaeds) LogTail(n int) string {
 	data, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", p.logPath, err)
@@ -504,7 +504,7 @@ func (p *Process) LogTail(n int) string {
 	return lastLines(data, n)
 }
 
-func (p *Process) tailForError() string {
+func (p *Deltaeds) tailForError() string {
 	return fmt.Sprintf("\n--- last lines of %s ---\n%s--- end ---", p.logPath, p.LogTail(40))
 }
 

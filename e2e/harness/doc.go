@@ -1,7 +1,6 @@
 // Package harness runs deltaeds end to end for the e2e scenarios and the demo: the real
-// bin/deltaeds as a subprocess against a real kube-apiserver (see e2e/controlplane), a workload
-// of real Services and Pods whose EndpointSlices the real EndpointSlice controller writes, and a
-// fleet of envoysim clients.
+// bin/deltaeds as a subprocess against a real kube-apiserver (see internal/controlplane) and a
+// workload of real Services and Pods whose EndpointSlices the real EndpointSlice controller writes.
 //
 // It owns:
 //   - building deltaeds from the module's source into a temporary folder (go build is cached,
@@ -11,8 +10,8 @@
 //   - playing the kubelet and the Deployment controller on top of controlplane's helpers:
 //     zoned nodes, pods with IPs from a private range, readiness flips, and rolling restarts
 //     with maxSurge/maxUnavailable whose old pods drain as terminating before they go;
-//   - fleets of envoysim clients and readers of the CLAs they hold (priorities, zones, ports,
-//     health);
+//   - readers of the CLAs envoysim clients hold (priorities, zones, ports, health); the fleets
+//     themselves are internal/envoyfleet's;
 //   - test-only plumbing: a TCP proxy that moves clients between replicas, throwaway mTLS
 //     certificates, a propagation-latency tracker (split into the controller's part and
 //     deltaeds' with an EndpointSlice watcher of its own), a small /metrics parser, and a check

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
 )
 
 // podNetwork is where pod IPs come from: 10.64.0.0/10, away from the Service range

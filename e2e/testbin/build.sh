@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real control-plane binaries that the e2e tests run (see e2e/controlplane):
+# Builds the real control-plane binaries that the e2e tests run (see internal/controlplane):
 #   etcd, kube-apiserver, kube-controller-manager, kubectl
 # into .testbin/ at the repository root (git-ignored), from source through the Go module proxy.
 #

@@ -13,7 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/deltaeds/deltaeds/e2e/testpki"
+	"github.com/deltaeds/deltaeds/internal/testpki"
 )
 
 // pki is the throwaway trust of one control plane. A single CA signs the apiserver's serving

@@ -245,7 +245,7 @@ func TestBinDirWalksUpToModuleRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Tests run in the package folder, e2e/controlplane: the root is two levels up.
+	// Tests run in the package folder, internal/controlplane: the root is two levels up.
 	wd, _ := os.Getwd()
 	if want := filepath.Join(filepath.Dir(filepath.Dir(wd)), ".testbin"); got != want {
 		t.Fatalf("BinDir() = %s, want %s", got, want)
