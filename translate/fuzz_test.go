@@ -55,17 +55,23 @@ func (r *fuzzReader) tri() *bool {
 // shared port names and foreign slices are frequent; a few take raw bytes.
 // Layout (one byte each unless noted):
 //
-//	flags (bit 0: IncludeUnready, rest: shuffle seed), slice count
+//	flags (bit 0: IncludeUnready, bit 1: NodeRegion, rest: shuffle seed),
+//	slice count
 //	per slice: present (0 = nil), namespace, label, address type, port count,
 //	  per port: name, protocol, number (+2 bytes for a free number),
 //	  endpoint count,
 //	  per endpoint: address count, per address: kind (+1 byte for most kinds),
-//	    ready, serving, terminating, zone, node, targetRef (+1 byte for a pod)
+//	    ready, serving, terminating, zone, node, targetRef (+1 byte for a pod),
+//	    hostname,
+//	  creation second
 func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.EndpointSlice) {
 	r := &fuzzReader{b: data}
 	flags := r.next()
 	opts := translate.Options{IncludeUnready: flags&1 == 1}
-	seed := uint64(flags >> 1)
+	if flags&2 == 2 {
+		opts.NodeRegion = fuzzRegion
+	}
+	seed := uint64(flags >> 2)
 
 	var out []*discoveryv1.EndpointSlice
 	for n := r.choice(7); n > 0; n-- {
@@ -108,6 +114,8 @@ func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.Endpoint
 		for n := r.choice(8); n > 0; n-- {
 			s.Endpoints = append(s.Endpoints, decodeEndpoint(r))
 		}
+		// Few distinct seconds, so that protocol votes tie often.
+		s.CreationTimestamp = metav1.Unix(int64(r.choice(3)), 0)
 		out = append(out, s)
 	}
 	return opts, seed, out
@@ -115,8 +123,8 @@ func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.Endpoint
 
 func decodePort(r *fuzzReader) discoveryv1.EndpointPort {
 	var p discoveryv1.EndpointPort
-	switch r.choice(5) {
-	case 1:
+	switch r.choice(6) {
+	case 0, 1:
 		p.Name = ptr("")
 	case 2:
 		p.Name = ptr("http")
@@ -124,9 +132,10 @@ func decodePort(r *fuzzReader) discoveryv1.EndpointPort {
 		p.Name = ptr("grpc")
 	case 4:
 		p.Name = ptr(r.raw())
+	case 5: // nil
 	}
-	switch r.choice(5) {
-	case 1:
+	switch r.choice(6) {
+	case 0, 1:
 		p.Protocol = ptr(corev1.ProtocolTCP)
 	case 2:
 		p.Protocol = ptr(corev1.ProtocolUDP)
@@ -134,6 +143,7 @@ func decodePort(r *fuzzReader) discoveryv1.EndpointPort {
 		p.Protocol = ptr(corev1.ProtocolSCTP)
 	case 4:
 		p.Protocol = ptr(corev1.Protocol("bogus"))
+	case 5: // nil
 	}
 	switch r.choice(8) {
 	case 1:
@@ -208,7 +218,27 @@ func decodeEndpoint(r *fuzzReader) discoveryv1.Endpoint {
 	case 5:
 		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: r.raw()}
 	}
+	switch r.choice(4) {
+	case 1:
+		e.Hostname = ptr("h1")
+	case 2:
+		e.Hostname = ptr("h2")
+	case 3:
+		e.Hostname = ptr(r.raw())
+	}
 	return e
+}
+
+// fuzzRegion is the NodeRegion of the fuzz target: two known nodes, one of
+// them in a region that is not UTF-8, every other node unknown.
+func fuzzRegion(node string) string {
+	switch node {
+	case "n1":
+		return "r1"
+	case "n2":
+		return "r\xff"
+	}
+	return ""
 }
 
 func FuzzService(f *testing.F) {

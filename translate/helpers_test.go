@@ -48,9 +48,10 @@ func v6(name string, ports []discoveryv1.EndpointPort, eps ...discoveryv1.Endpoi
 	return slice(name, discoveryv1.AddressTypeIPv6, ports, eps...)
 }
 
-// tcp is a named TCP port with the protocol left nil, as most tests need.
+// tcp is a named TCP port, as the API server stores it (it defaults a nil
+// protocol to TCP).
 func tcp(name string, n int32) discoveryv1.EndpointPort {
-	return discoveryv1.EndpointPort{Name: ptr(name), Port: ptr(n)}
+	return discoveryv1.EndpointPort{Name: ptr(name), Port: ptr(n), Protocol: ptr(corev1.ProtocolTCP)}
 }
 
 func withProto(p discoveryv1.EndpointPort, proto corev1.Protocol) discoveryv1.EndpointPort {
@@ -90,12 +91,19 @@ var (
 	nilConds    = conds(nil, nil, nil) // an old or third-party controller
 )
 
-func zone(z string) epOpt { return func(e *discoveryv1.Endpoint) { e.Zone = &z } }
-func node(n string) epOpt { return func(e *discoveryv1.Endpoint) { e.NodeName = &n } }
+func hostname(h string) epOpt { return func(e *discoveryv1.Endpoint) { e.Hostname = &h } }
+func zone(z string) epOpt     { return func(e *discoveryv1.Endpoint) { e.Zone = &z } }
+func node(n string) epOpt     { return func(e *discoveryv1.Endpoint) { e.NodeName = &n } }
 func pod(name string) epOpt {
 	return func(e *discoveryv1.Endpoint) {
 		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: testNS, Name: name}
 	}
+}
+
+// created sets a slice's creation time, in seconds since the epoch.
+func created(s *discoveryv1.EndpointSlice, unix int64) *discoveryv1.EndpointSlice {
+	s.CreationTimestamp = metav1.Unix(unix, 0)
+	return s
 }
 
 // summarize renders a CLA one line per endpoint, in output order, with what
@@ -105,6 +113,9 @@ func summarize(cla *endpointv3.ClusterLoadAssignment) []string {
 	var out []string
 	for _, g := range cla.GetEndpoints() {
 		prefix := fmt.Sprintf("p%d zone=%s", g.GetPriority(), g.GetLocality().GetZone())
+		if r := g.GetLocality().GetRegion(); r != "" {
+			prefix = fmt.Sprintf("p%d region=%s zone=%s", g.GetPriority(), r, g.GetLocality().GetZone())
+		}
 		if len(g.GetLbEndpoints()) == 0 {
 			out = append(out, prefix+" (empty)")
 		}
@@ -113,6 +124,9 @@ func summarize(cla *endpointv3.ClusterLoadAssignment) []string {
 			line := fmt.Sprintf("%s %s/%s %s", prefix,
 				net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
 				sa.GetProtocol(), lb.GetHealthStatus())
+			if h := lb.GetEndpoint().GetHostname(); h != "" {
+				line += " host=" + h
+			}
 			f := lb.GetMetadata().GetFilterMetadata()[translate.MetadataKey].GetFields()
 			if p := f[translate.MetadataPod].GetStringValue(); p != "" {
 				line += " pod=" + f[translate.MetadataNamespace].GetStringValue() + "/" + p
@@ -129,7 +143,8 @@ func summarize(cla *endpointv3.ClusterLoadAssignment) []string {
 // checkResult asserts the invariants every Result must hold whatever the
 // input: valid, marshalable CLAs named after the Service, sorted, with
 // priorities from 0 without gaps, groups and endpoints strictly ordered, no
-// address:port twice, health matching priority, Hostname matching metadata.
+// address:port twice, one protocol, health matching priority, localities
+// weighted by their endpoint counts.
 func checkResult(t testing.TB, namespace, service string, res translate.Result) {
 	t.Helper()
 	for i, cla := range res.CLAs {
@@ -155,23 +170,26 @@ func checkResult(t testing.TB, namespace, service string, res translate.Result) 
 		}
 		seen := map[key]bool{}
 		var prevPrio uint32
-		var prevZone string
+		var prevRegion, prevZone string
+		protos := map[corev3.SocketAddress_Protocol]bool{}
 		for gi, g := range cla.GetEndpoints() {
-			prio, z := g.GetPriority(), g.GetLocality().GetZone()
+			prio, r, z := g.GetPriority(), g.GetLocality().GetRegion(), g.GetLocality().GetZone()
 			if gi == 0 && prio != 0 {
 				t.Fatalf("CLA %q: first group at priority %d, want 0", name, prio)
 			}
 			if gi > 0 {
-				if c := cmp.Or(cmp.Compare(prevPrio, prio), cmp.Compare(prevZone, z)); c >= 0 {
-					t.Fatalf("CLA %q: groups not strictly sorted by (priority, zone): (%d,%q) then (%d,%q)", name, prevPrio, prevZone, prio, z)
+				if c := cmp.Or(cmp.Compare(prevPrio, prio), cmp.Compare(prevRegion, r), cmp.Compare(prevZone, z)); c >= 0 {
+					t.Fatalf("CLA %q: groups not strictly sorted by (priority, region, zone): (%d,%q,%q) then (%d,%q,%q)", name, prevPrio, prevRegion, prevZone, prio, r, z)
 				}
 				if prio > prevPrio+1 {
 					t.Fatalf("CLA %q: priority gap %d -> %d", name, prevPrio, prio)
 				}
 			}
-			prevPrio, prevZone = prio, z
-			if g.GetLoadBalancingWeight() != nil {
-				t.Fatalf("CLA %q: locality weight set", name)
+			prevPrio, prevRegion, prevZone = prio, r, z
+			// Envoy's locality-weighted balancing gives an unweighted
+			// locality nothing: every non-empty group weighs its endpoints.
+			if n, w := len(g.GetLbEndpoints()), g.GetLoadBalancingWeight(); (n == 0) != (w == nil) || (w != nil && w.GetValue() != uint32(n)) {
+				t.Fatalf("CLA %q: group of %d endpoints has locality weight %v", name, n, w)
 			}
 			var prev key
 			for ei, lb := range g.GetLbEndpoints() {
@@ -195,6 +213,9 @@ func checkResult(t testing.TB, namespace, service string, res translate.Result) 
 					}
 				}
 				prev = k
+				if protos[k.proto] = true; len(protos) > 1 {
+					t.Fatalf("CLA %q mixes protocols", name)
+				}
 				switch h := lb.GetHealthStatus(); {
 				// Unready endpoints sit after the terminating fallback, never where
 				// they would lower the health of a priority that carries traffic.
@@ -202,10 +223,6 @@ func checkResult(t testing.TB, namespace, service string, res translate.Result) 
 				case h == corev3.HealthStatus_UNHEALTHY && prio == translate.PriorityUnready:
 				default:
 					t.Fatalf("CLA %q: %v at priority %d", name, h, prio)
-				}
-				f := lb.GetMetadata().GetFilterMetadata()[translate.MetadataKey].GetFields()
-				if got, want := lb.GetEndpoint().GetHostname(), f[translate.MetadataPod].GetStringValue(); got != want {
-					t.Fatalf("CLA %q: hostname %q but metadata pod %q", name, got, want)
 				}
 			}
 		}

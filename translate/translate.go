@@ -11,8 +11,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const (
@@ -63,6 +65,16 @@ type Options struct {
 	// flag therefore never changes where traffic goes while a ready
 	// endpoint exists.
 	IncludeUnready bool
+
+	// NodeRegion, if set, gives the region of a Kubernetes Node (its
+	// topology.kubernetes.io/region label), or "" when unknown. Each
+	// endpoint's locality then carries the region of its node as well as its
+	// zone. Envoy compares a node's locality with an endpoint group's
+	// region, zone and sub_zone together, so a fleet whose bootstraps set
+	// node.locality.region needs it for zone-aware routing to find its local
+	// hosts. It is called once per distinct node per call to [Service], must
+	// be safe for concurrent use, and must not block.
+	NodeRegion func(node string) string
 }
 
 // Counts says how much of the input [Service] left out, by reason. Slice
@@ -84,6 +96,19 @@ type Counts struct {
 	// UnnumberedPorts: a nil port number means "all ports", which no
 	// SocketAddress can express.
 	UnnumberedPorts int
+	// IncompletePorts: a nil port name or a nil protocol. The API server
+	// defaults both ("" and TCP), so only slices that did not come through
+	// one carry them; kube-proxy and Istio ignore such ports rather than
+	// guess, and so does deltaeds.
+	IncompletePorts int
+	// MixedProtocolPorts: port entries whose name another slice of the
+	// Service carries with another protocol (TCP vs UDP, while a Service
+	// port's protocol is being edited). One CLA never mixes protocols: the
+	// protocol of the newest slice carrying the name wins, as that is the
+	// one the EndpointSlice controller wrote from the edited Service (ties:
+	// the protocol with more endpoints, then TCP); the others are counted
+	// here, per port entry.
+	MixedProtocolPorts int
 	// SCTPPorts: Envoy has no SCTP upstreams.
 	SCTPPorts int
 	// InvalidPorts: numbers outside 1..65535, unknown protocols, names that
@@ -162,22 +187,26 @@ type hostKey struct {
 // output, so that comparing two hosts field by field is a total order on what
 // they would produce.
 type host struct {
-	key   hostKey
-	state state
-	zone  string
-	pod   string
-	podNS string
-	node  string
+	key      hostKey
+	state    state
+	region   string
+	zone     string
+	hostname string
+	pod      string
+	podNS    string
+	node     string
 }
 
 // preferred reports whether a should replace b as the copy of a duplicated
-// address:port: the better state wins, then the smaller zone, pod, namespace
-// and node. The tie-break has no meaning beyond making the winner independent
+// address:port: the better state wins, then the smaller region, zone,
+// hostname, pod, namespace and node. The tie-break has no meaning beyond making the winner independent
 // of which slice was listed first, which deterministic output requires.
 func preferred(a, b host) bool {
 	return cmp.Or(
 		cmp.Compare(a.state, b.state),
+		strings.Compare(a.region, b.region),
 		strings.Compare(a.zone, b.zone),
+		strings.Compare(a.hostname, b.hostname),
 		strings.Compare(a.pod, b.pod),
 		strings.Compare(a.podNS, b.podNS),
 		strings.Compare(a.node, b.node),
@@ -196,10 +225,12 @@ type slicePort struct {
 // fails Validate, and never modifies its input.
 //
 // Slices of other Services and FQDN slices are skipped. Ports are matched by
-// name (nil is the unnamed port ""), each endpoint taking its own slice's port
-// number, so a port renumbered mid-rollout shows both numbers. Only
-// addresses[0] of an endpoint is used, as kube-proxy does. Addresses are
-// emitted in canonical form.
+// name, each endpoint taking its own slice's port number, so a port
+// renumbered mid-rollout shows both numbers. A port entry with a nil name,
+// number or protocol is skipped (the API server defaults the name to "", the
+// unnamed port, and the protocol to TCP). One CLA never mixes TCP and UDP:
+// see [Counts.MixedProtocolPorts]. Only addresses[0] of an endpoint is used,
+// as kube-proxy does. Addresses are emitted in canonical form.
 //
 // Ready endpoints go to priority 0 HEALTHY; serving-and-terminating ones to
 // priority 1, also HEALTHY, because Envoy never balances to DRAINING hosts
@@ -212,13 +243,22 @@ type slicePort struct {
 // An address:port carried by several slices (the controller moves endpoints
 // between slices non-atomically) appears once, the copy with the best state
 // (ready, then terminating, then unready) and, among equals, the smallest
-// zone, pod, namespace and node.
+// region, zone, hostname, pod, namespace and node.
 //
-// Groups are keyed by (priority, zone) and sorted that way, each with its
-// Locality.Zone set; endpoints within a group are sorted by address (IPv4
-// before IPv6, numerically), port and protocol. Endpoint.Hostname is the Pod
-// name when the endpoint's targetRef is a Pod; note that Envoy's
-// auto_host_rewrite would use it as the Host header.
+// Groups are keyed by (priority, region, zone) and sorted that way, each
+// with its Locality (the region only under [Options.NodeRegion]) and a
+// load_balancing_weight equal to its number of endpoints, so that Envoy's
+// locality-weighted load balancing, when a cluster enables it, splits
+// traffic as evenly over hosts as without it (Envoy gives a locality without
+// a weight none). Endpoints within a group are sorted by address (IPv4
+// before IPv6, numerically), port and protocol.
+//
+// Endpoint.hostname is the EndpointSlice endpoint's own hostname (set for
+// StatefulSet pods behind a headless Service, and in mirrored slices), and
+// empty otherwise: Envoy sends it as the Host header under
+// auto_host_rewrite and as the TLS SNI under auto_sni, where a pod name
+// would be wrong. The pod, its namespace and the node are in the
+// deltaeds metadata.
 func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice, opts Options) Result {
 	var res Result
 	sk := &res.Skipped
@@ -226,18 +266,31 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 
 	// Sizing each port for the endpoints that may carry it spares a
 	// 100,000-endpoint Service a dozen rehashes per port, without
-	// over-allocating for ports that only a few slices have.
+	// over-allocating for ports that only a few slices have. The same pass
+	// finds which protocol each port name keeps.
 	sizes := make(map[string]int)
+	protos := make(map[string]*protocolVote)
 	for _, s := range endpointSlices {
-		if s != nil {
-			for _, p := range s.Ports {
-				sizes[deref(p.Name)] += len(s.Endpoints)
+		if s == nil || !keyOK || s.Namespace != namespace || s.Labels[ServiceNameLabel] != name {
+			continue
+		}
+		for _, p := range s.Ports {
+			pname := deref(p.Name)
+			sizes[pname] += len(s.Endpoints)
+			if p.Protocol != nil && (*p.Protocol == corev1.ProtocolTCP || *p.Protocol == corev1.ProtocolUDP) {
+				v := protos[pname]
+				if v == nil {
+					v = &protocolVote{}
+					protos[pname] = v
+				}
+				v.add(*p.Protocol, s.CreationTimestamp, len(s.Endpoints))
 			}
 		}
 	}
 
 	byPort := make(map[string]*portHosts)
-	var ports []slicePort // reused across slices
+	regions := make(map[string]string) // node -> region, for this call
+	var ports []slicePort              // reused across slices
 	for _, s := range endpointSlices {
 		if s == nil {
 			sk.InvalidSlices++
@@ -261,7 +314,7 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 			continue
 		}
 
-		ports = slicePorts(ports[:0], s.Ports, sk)
+		ports = slicePorts(ports[:0], s.Ports, protos, sk)
 		for i, p := range ports {
 			if byPort[p.name] == nil {
 				byPort[p.name] = newPortHosts(sizes[p.name])
@@ -269,7 +322,7 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 			ports[i].hosts = byPort[p.name]
 		}
 		for i := range s.Endpoints {
-			h, ok := endpointHost(&s.Endpoints[i], want4, namespace, opts, sk)
+			h, ok := endpointHost(&s.Endpoints[i], want4, namespace, opts, regions, sk)
 			if !ok {
 				continue
 			}
@@ -290,6 +343,49 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 		res.CLAs = append(res.CLAs, buildCLA(ClusterName(namespace, name, port), byPort[port].hosts))
 	}
 	return res
+}
+
+// protocolVote decides which protocol a port name keeps when slices
+// disagree: the newest slice's (creation timestamps have one-second
+// resolution, hence the tie-breaks), then the one carrying more endpoints,
+// then TCP. Every input counts, whatever its order, so the choice is
+// deterministic.
+type protocolVote struct {
+	newest    [2]metav1.Time // by protocol: 0 TCP, 1 UDP
+	endpoints [2]int
+	seen      [2]bool
+}
+
+func protocolIndex(p corev1.Protocol) int {
+	if p == corev1.ProtocolUDP {
+		return 1
+	}
+	return 0
+}
+
+func (v *protocolVote) add(p corev1.Protocol, created metav1.Time, endpoints int) {
+	i := protocolIndex(p)
+	v.seen[i] = true
+	v.endpoints[i] += endpoints
+	if v.newest[i].Before(&created) {
+		v.newest[i] = created
+	}
+}
+
+// keeps reports whether entries of protocol p survive the vote.
+func (v *protocolVote) keeps(p corev1.Protocol) bool {
+	if v == nil || !v.seen[0] || !v.seen[1] {
+		return true
+	}
+	winner := 0 // TCP
+	switch {
+	case v.newest[0].Before(&v.newest[1]):
+		winner = 1
+	case v.newest[1].Before(&v.newest[0]):
+	case v.endpoints[1] > v.endpoints[0]:
+		winner = 1
+	}
+	return protocolIndex(p) == winner
 }
 
 // portHosts collects the hosts of one port name. Hosts live in a slice and
@@ -324,29 +420,36 @@ func validKeyPart(s string) bool {
 	return s != "" && !strings.Contains(s, "/") && utf8.ValidString(s)
 }
 
-func slicePorts(dst []slicePort, ports []discoveryv1.EndpointPort, sk *Counts) []slicePort {
+func slicePorts(dst []slicePort, ports []discoveryv1.EndpointPort, protos map[string]*protocolVote, sk *Counts) []slicePort {
 	for _, p := range ports {
-		proto := corev3.SocketAddress_TCP
-		if p.Protocol != nil {
-			switch *p.Protocol {
-			case corev1.ProtocolTCP:
-			case corev1.ProtocolUDP:
-				proto = corev3.SocketAddress_UDP
-			case corev1.ProtocolSCTP:
-				sk.SCTPPorts++
-				continue
-			default:
-				sk.InvalidPorts++
-				continue
-			}
+		if p.Name == nil || p.Protocol == nil {
+			sk.IncompletePorts++
+			continue
+		}
+		var proto corev3.SocketAddress_Protocol
+		switch *p.Protocol {
+		case corev1.ProtocolTCP:
+			proto = corev3.SocketAddress_TCP
+		case corev1.ProtocolUDP:
+			proto = corev3.SocketAddress_UDP
+		case corev1.ProtocolSCTP:
+			sk.SCTPPorts++
+			continue
+		default:
+			sk.InvalidPorts++
+			continue
 		}
 		if p.Port == nil {
 			sk.UnnumberedPorts++
 			continue
 		}
-		name := deref(p.Name)
+		name := *p.Name
 		if n := *p.Port; n < 1 || n > 65535 || !utf8.ValidString(name) {
 			sk.InvalidPorts++
+			continue
+		}
+		if !protos[name].keeps(*p.Protocol) {
+			sk.MixedProtocolPorts++
 			continue
 		}
 		dst = append(dst, slicePort{name: name, port: uint16(*p.Port), proto: proto})
@@ -356,7 +459,7 @@ func slicePorts(dst []slicePort, ports []discoveryv1.EndpointPort, sk *Counts) [
 
 // endpointHost turns one endpoint into a host with no port yet, or reports
 // (and counts) why it is left out.
-func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts Options, sk *Counts) (host, bool) {
+func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts Options, regions map[string]string, sk *Counts) (host, bool) {
 	if len(ep.Addresses) == 0 {
 		sk.InvalidEndpoints++
 		return host{}, false
@@ -370,15 +473,25 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 		return host{}, false
 	}
 	h := host{
-		key:   hostKey{addr: addr},
-		state: classify(ep.Conditions),
-		zone:  deref(ep.Zone),
-		node:  deref(ep.NodeName),
+		key:      hostKey{addr: addr},
+		state:    classify(ep.Conditions),
+		zone:     deref(ep.Zone),
+		hostname: deref(ep.Hostname),
+		node:     deref(ep.NodeName),
 	}
 	if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" && ref.Name != "" {
 		h.pod, h.podNS = ref.Name, cmp.Or(ref.Namespace, namespace)
 	}
-	if !utf8.ValidString(h.zone) || !utf8.ValidString(h.node) || !utf8.ValidString(h.pod) || !utf8.ValidString(h.podNS) {
+	if opts.NodeRegion != nil && h.node != "" {
+		region, ok := regions[h.node]
+		if !ok {
+			region = opts.NodeRegion(h.node)
+			regions[h.node] = region
+		}
+		h.region = region
+	}
+	if !utf8.ValidString(h.zone) || !utf8.ValidString(h.node) || !utf8.ValidString(h.pod) || !utf8.ValidString(h.podNS) ||
+		!utf8.ValidString(h.hostname) || !utf8.ValidString(h.region) {
 		sk.InvalidEndpoints++
 		return host{}, false
 	}
@@ -389,11 +502,14 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 	return h, true
 }
 
-// compareHosts orders hosts as the CLA lists them: by group (priority, then
-// zone), then by address, port and protocol. Keys are unique within a CLA, so
+// compareHosts orders hosts as the CLA lists them: by group (priority,
+// region, zone), then by address, port and protocol. Keys are unique within a CLA, so
 // the order is total and the input order cannot leak into the output.
 func compareHosts(a, b *host) int {
 	if c := cmp.Compare(a.state.priority(), b.state.priority()); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.region, b.region); c != 0 {
 		return c
 	}
 	if c := strings.Compare(a.zone, b.zone); c != 0 {
@@ -469,7 +585,7 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 		b.sa.SocketAddress = &b.sock
 		b.addr.Address = &b.sa
 		b.ep.Address = &b.addr
-		b.ep.Hostname = h.pod
+		b.ep.Hostname = h.hostname
 		b.id.Endpoint = &b.ep
 		b.lb.HostIdentifier = &b.id
 		b.lb.HealthStatus = corev3.HealthStatus_HEALTHY
@@ -485,7 +601,7 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 
 	next := PriorityReady // the lowest priority not emitted yet
 	for len(order) > 0 {
-		prio, zone := order[0].state.priority(), order[0].zone
+		prio, region, zone := order[0].state.priority(), order[0].region, order[0].zone
 		for ; next < prio; next++ {
 			// Priorities must have no gaps (Envoy and gRPC clients NACK
 			// them); an empty one makes Envoy fail over past it.
@@ -496,12 +612,18 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 		}
 		next = prio + 1
 		n := 1
-		for n < len(order) && order[n].state.priority() == prio && order[n].zone == zone {
+		for n < len(order) && order[n].state.priority() == prio && order[n].region == region && order[n].zone == zone {
 			n++
 		}
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality: &corev3.Locality{Zone: zone},
+			Locality: &corev3.Locality{Region: region, Zone: zone},
 			Priority: prio,
+			// Envoy's locality-weighted load balancing gives a locality
+			// without a weight no traffic (upstream_impl.cc,
+			// PriorityStateManager::initializePriorityFor records only set
+			// weights, updateClusterPrioritySet reads the others as 0).
+			// Weighing by endpoint count keeps the per-host share even.
+			LoadBalancingWeight: wrapperspb.UInt32(uint32(n)),
 			// Full slice expression: a caller appending to one group must
 			// not overwrite the next group's endpoints.
 			LbEndpoints: ptrs[:n:n],

@@ -13,6 +13,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
@@ -218,15 +219,16 @@ func TestService(t *testing.T) {
 			}},
 		},
 		{
-			name: "unnamed port: nil and empty name are the same port",
+			name: "unnamed port: the empty name; a nil name or protocol is skipped, as kube-proxy does",
 			slices: []*discoveryv1.EndpointSlice{
-				v4("a", ports(discoveryv1.EndpointPort{Port: ptr[int32](80)}), ep("10.0.0.1")),
+				v4("a", ports(discoveryv1.EndpointPort{Port: ptr[int32](80), Protocol: ptr(corev1.ProtocolTCP)}), ep("10.0.0.1")),
 				v4("b", ports(tcp("", 80)), ep("10.0.0.2")),
+				v4("c", ports(discoveryv1.EndpointPort{Name: ptr(""), Port: ptr[int32](80)}), ep("10.0.0.3")),
 			},
 			want: map[string][]string{"ns/svc": {
-				"p0 zone= 10.0.0.1:80/TCP HEALTHY",
 				"p0 zone= 10.0.0.2:80/TCP HEALTHY",
 			}},
+			skipped: translate.Counts{IncompletePorts: 2},
 		},
 		{
 			name: "UDP and explicit TCP carry into the socket address",
@@ -242,15 +244,81 @@ func TestService(t *testing.T) {
 			},
 		},
 		{
-			name: "one port name with two protocols keeps both sockets, TCP first",
+			name: "one port name with two protocols: the newest slice's protocol wins",
+			slices: []*discoveryv1.EndpointSlice{
+				created(v4("old", ports(tcp("dns", 53)), ep("10.0.0.1"), ep("10.0.0.2")), 100),
+				created(v4("new", ports(withProto(tcp("dns", 53), corev1.ProtocolUDP)), ep("10.0.0.3")), 200),
+			},
+			want:    map[string][]string{"ns/svc/dns": {"p0 zone= 10.0.0.3:53/UDP HEALTHY"}},
+			skipped: translate.Counts{MixedProtocolPorts: 1},
+		},
+		{
+			name: "one port name with two protocols, created the same second: more endpoints win",
+			slices: []*discoveryv1.EndpointSlice{
+				created(v4("a", ports(tcp("dns", 53)), ep("10.0.0.1")), 100),
+				created(v4("b", ports(withProto(tcp("dns", 53), corev1.ProtocolUDP)), ep("10.0.0.2"), ep("10.0.0.3"), ep("10.0.0.5")), 100),
+				created(v4("c", ports(tcp("dns", 53), tcp("http", 80)), ep("10.0.0.4")), 50),
+			},
+			want: map[string][]string{
+				"ns/svc/dns":  {"p0 zone= 10.0.0.2:53/UDP HEALTHY", "p0 zone= 10.0.0.3:53/UDP HEALTHY", "p0 zone= 10.0.0.5:53/UDP HEALTHY"},
+				"ns/svc/http": {"p0 zone= 10.0.0.4:80/TCP HEALTHY"},
+			},
+			skipped: translate.Counts{MixedProtocolPorts: 2},
+		},
+		{
+			name: "one port name with two protocols, a full tie: TCP",
 			slices: []*discoveryv1.EndpointSlice{
 				v4("a", ports(withProto(tcp("dns", 53), corev1.ProtocolUDP)), ep("10.0.0.1")),
 				v4("b", ports(tcp("dns", 53)), ep("10.0.0.1")),
 			},
-			want: map[string][]string{"ns/svc/dns": {
-				"p0 zone= 10.0.0.1:53/TCP HEALTHY",
-				"p0 zone= 10.0.0.1:53/UDP HEALTHY",
+			want:    map[string][]string{"ns/svc/dns": {"p0 zone= 10.0.0.1:53/TCP HEALTHY"}},
+			skipped: translate.Counts{MixedProtocolPorts: 1},
+		},
+		{
+			name: "hostname: the endpoint's own, never the pod name",
+			slices: []*discoveryv1.EndpointSlice{
+				v4("a", http80,
+					ep("10.0.0.1", pod("web-0"), hostname("web-0")),
+					ep("10.0.0.2", pod("web-1")),
+					ep("10.0.0.3", hostname("mirrored")),
+				),
+			},
+			want: map[string][]string{"ns/svc/http": {
+				"p0 zone= 10.0.0.1:80/TCP HEALTHY host=web-0 pod=ns/web-0",
+				"p0 zone= 10.0.0.2:80/TCP HEALTHY pod=ns/web-1",
+				"p0 zone= 10.0.0.3:80/TCP HEALTHY host=mirrored",
 			}},
+		},
+		{
+			name: "region from the node, under NodeRegion: one group per (priority, region, zone)",
+			slices: []*discoveryv1.EndpointSlice{
+				v4("a", http80,
+					ep("10.0.0.1", zone("a"), node("n1")),
+					ep("10.0.0.2", zone("a"), node("n2")),
+					ep("10.0.0.3", zone("a"), node("n1")),
+					ep("10.0.0.4", zone("a"), node("unknown")),
+					ep("10.0.0.5", zone("a")),
+					ep("10.0.0.6", zone("a"), node("n2"), terminating),
+				),
+			},
+			opts: translate.Options{NodeRegion: func(node string) string {
+				return map[string]string{"n1": "r1", "n2": "r2"}[node]
+			}},
+			want: map[string][]string{"ns/svc/http": {
+				"p0 zone=a 10.0.0.4:80/TCP HEALTHY node=unknown",
+				"p0 zone=a 10.0.0.5:80/TCP HEALTHY",
+				"p0 region=r1 zone=a 10.0.0.1:80/TCP HEALTHY node=n1",
+				"p0 region=r1 zone=a 10.0.0.3:80/TCP HEALTHY node=n1",
+				"p0 region=r2 zone=a 10.0.0.2:80/TCP HEALTHY node=n2",
+				"p1 region=r2 zone=a 10.0.0.6:80/TCP HEALTHY node=n2",
+			}},
+		},
+		{
+			name: "region: without NodeRegion, none",
+			slices: []*discoveryv1.EndpointSlice{
+				v4("a", http80, ep("10.0.0.1", zone("a"), node("n1"))),
+			},
+			want: map[string][]string{"ns/svc/http": {"p0 zone=a 10.0.0.1:80/TCP HEALTHY node=n1"}},
 		},
 		{
 			name: "SCTP ports are skipped",
@@ -363,7 +431,9 @@ func TestService(t *testing.T) {
 				nil,
 				slice("bad-type", "IPv5", http80, ep("10.0.0.1")),
 				v4("bad-ports", ports(
-					discoveryv1.EndpointPort{Name: ptr("all")}, // nil number: all ports
+					discoveryv1.EndpointPort{Name: ptr("all"), Protocol: ptr(corev1.ProtocolTCP)},     // nil number: all ports
+					discoveryv1.EndpointPort{Name: ptr("noproto"), Port: ptr[int32](82)},              // nil protocol
+					discoveryv1.EndpointPort{Port: ptr[int32](83), Protocol: ptr(corev1.ProtocolTCP)}, // nil name
 					tcp("zero", 0),
 					tcp("neg", -1),
 					tcp("big", 65536),
@@ -399,6 +469,7 @@ func TestService(t *testing.T) {
 			skipped: translate.Counts{
 				InvalidSlices:    2,
 				UnnumberedPorts:  1,
+				IncompletePorts:  2,
 				InvalidPorts:     6,
 				InvalidEndpoints: 13,
 			},
@@ -449,14 +520,15 @@ func render(m map[string][]string) string {
 // summarize does not show: Hostname, metadata layout, Locality.
 func TestServiceExactCLA(t *testing.T) {
 	res := translate.Service(testNS, testSvc, []*discoveryv1.EndpointSlice{
-		v4("a", ports(tcp("http", 8080)), ep("10.0.0.1", pod("web-1"), node("n1"), zone("z1"))),
-	}, translate.Options{})
+		v4("a", ports(tcp("http", 8080)), ep("10.0.0.1", pod("web-1"), node("n1"), zone("z1"), hostname("web-1"))),
+	}, translate.Options{NodeRegion: func(string) string { return "r1" }})
 
 	want := &endpointv3.ClusterLoadAssignment{
 		ClusterName: "ns/svc/http",
 		Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			Locality: &corev3.Locality{Zone: "z1"},
-			Priority: 0,
+			Locality:            &corev3.Locality{Region: "r1", Zone: "z1"},
+			Priority:            0,
+			LoadBalancingWeight: wrapperspb.UInt32(1),
 			LbEndpoints: []*endpointv3.LbEndpoint{{
 				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 					Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
