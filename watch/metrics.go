@@ -16,6 +16,10 @@ type Metrics struct {
 	Skipped           *prometheus.CounterVec // by reason
 	CLAChanges        prometheus.Counter
 	ApplyErrors       prometheus.Counter
+	// NodeRegionChanges counts Nodes whose region label changed (appeared,
+	// relabelled, deleted) under Config.NodeLocality; each re-translates
+	// the Services with an endpoint on the Node.
+	NodeRegionChanges prometheus.Counter
 
 	// The Service workqueue's own figures: a growing depth or queue duration
 	// is the event backlog that delays endpoints during rolling restarts.
@@ -53,6 +57,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ApplyErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_store_apply_errors_total", Help: "CLAs the store could not serialize.",
 		}),
+		NodeRegionChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "deltaeds_node_region_changes_total", Help: "Nodes whose topology.kubernetes.io/region changed (--node-locality); each re-translates the Services with an endpoint on it.",
+		}),
 		QueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "deltaeds_workqueue_depth", Help: "Services waiting in the workqueue to be translated.",
 		}),
@@ -75,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Events, m.UnlabelledSlices, m.WatchErrors, m.TranslateDuration, m.Skipped, m.CLAChanges, m.ApplyErrors,
+		reg.MustRegister(m.Events, m.UnlabelledSlices, m.WatchErrors, m.TranslateDuration, m.Skipped, m.CLAChanges, m.ApplyErrors, m.NodeRegionChanges,
 			m.QueueDepth, m.QueueAdds, m.QueueDuration, m.QueueWorkDuration, m.QueueUnfinished, m.QueueLongestRunning)
 	}
 	return m
@@ -110,6 +117,8 @@ func (m *Metrics) countSkipped(c translate.Counts) {
 	add("foreign_slice", c.ForeignSlices)
 	add("fqdn_slice", c.FQDNSlices)
 	add("unnumbered_port", c.UnnumberedPorts)
+	add("incomplete_port", c.IncompletePorts)
+	add("mixed_protocol_port", c.MixedProtocolPorts)
 	add("sctp_port", c.SCTPPorts)
 	add("invalid_port", c.InvalidPorts)
 	add("invalid_endpoint", c.InvalidEndpoints)

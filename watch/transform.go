@@ -51,6 +51,9 @@ func slimSlice(obj any) (any, error) {
 			UID:               s.UID,
 			ResourceVersion:   s.ResourceVersion,
 			DeletionTimestamp: s.DeletionTimestamp,
+			// translate settles a port name carried with two protocols in
+			// favour of the newest slice.
+			CreationTimestamp: s.CreationTimestamp,
 		},
 		AddressType: s.AddressType,
 		Ports:       s.Ports,
@@ -65,6 +68,7 @@ func slimSlice(obj any) (any, error) {
 				Conditions: e.Conditions,
 				NodeName:   e.NodeName,
 				Zone:       e.Zone,
+				Hostname:   e.Hostname,
 			}
 			if len(e.Addresses) > 0 {
 				// Kubernetes defines the other addresses as fungible; only the

@@ -40,6 +40,12 @@ type Config struct {
 	// proxy); a name watches exactly the slices labelled with it.
 	ServiceProxyName string
 	Translate        translate.Options
+	// NodeLocality watches Nodes (cluster-scoped, read-only) and puts each
+	// endpoint's region, from its Node's topology.kubernetes.io/region
+	// label, in its CLA locality next to the zone: Envoy matches its own
+	// node.locality against region, zone and sub_zone together. It sets
+	// Translate.NodeRegion.
+	NodeLocality bool
 	// DeletedGracePeriod: see DefaultDeletedGracePeriod; 0 means the default.
 	DeletedGracePeriod time.Duration
 	// Workers translating Services concurrently; 0 means 2.
@@ -64,6 +70,8 @@ type Watcher struct {
 	// informers by namespace ("" when watching all namespaces).
 	informers map[string]cache.SharedIndexInformer
 	factories []informers.SharedInformerFactory
+	// nodes is the Node informer of Config.NodeLocality, else nil.
+	nodes cache.SharedIndexInformer
 
 	// observed holds, per Service key, when its first unprocessed event was
 	// seen (time.Time). Handlers only LoadOrStore; workers LoadAndDelete.
@@ -132,7 +140,11 @@ func New(cfg Config) (*Watcher, error) {
 		}
 		f := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, opts...)
 		inf := f.Discovery().V1().EndpointSlices().Informer()
-		if err := inf.AddIndexers(cache.Indexers{byServiceIndex: indexByService}); err != nil {
+		indexers := cache.Indexers{byServiceIndex: indexByService}
+		if cfg.NodeLocality {
+			indexers[byNodeIndex] = indexByNode
+		}
+		if err := inf.AddIndexers(indexers); err != nil {
 			return nil, fmt.Errorf("watch endpointslices: add index: %w", err)
 		}
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -152,6 +164,15 @@ func New(cfg Config) (*Watcher, error) {
 		}
 		w.informers[ns] = inf
 		w.factories = append(w.factories, f)
+	}
+	if cfg.NodeLocality {
+		f, inf, err := w.newNodeInformer()
+		if err != nil {
+			return nil, err
+		}
+		w.nodes = inf
+		w.factories = append(w.factories, f)
+		w.cfg.Translate.NodeRegion = w.nodeRegion
 	}
 	// Envoy ignores an EDS removal and keeps routing to the old hosts, so a
 	// name subscribed by name that has no CLA is served as an empty one.
@@ -231,9 +252,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}()
 
 	w.log.Info("waiting for the first EndpointSlice list", zap.Int("informers", len(w.informers)))
-	syncs := make([]cache.InformerSynced, 0, len(w.informers))
+	syncs := make([]cache.InformerSynced, 0, len(w.informers)+1)
 	for _, inf := range w.informers {
 		syncs = append(syncs, inf.HasSynced)
+	}
+	if w.nodes != nil {
+		syncs = append(syncs, w.nodes.HasSynced)
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
 		return ctx.Err()

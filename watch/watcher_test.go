@@ -217,11 +217,22 @@ func TestSlimSliceKeepsWhatTranslateReads(t *testing.T) {
 	in.Endpoints[0].NodeName = ptr("node-1")
 	in.Endpoints[0].TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: "web-abc", Namespace: "ns", UID: "u"}
 	in.Endpoints[0].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z1"}}}
+	in.Endpoints[0].Hostname = ptr("web-0")
+	// A newer slice carrying the port name with another protocol: which one
+	// wins depends on the creation times, which the transform must keep.
+	in.CreationTimestamp = metav1.Unix(200, 0)
+	older := slice("ns", "web-2", "web", 8080, "10.0.0.2", "10.0.0.3")
+	older.Ports[0].Protocol = ptr(corev1.ProtocolUDP)
+	older.CreationTimestamp = metav1.Unix(100, 0)
 	out, err := slimSlice(in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	slim := out.(*discoveryv1.EndpointSlice)
+	outOlder, err := slimSlice(older)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(slim.ManagedFields) != 0 || len(slim.Annotations) != 0 || len(slim.OwnerReferences) != 0 || slim.Endpoints[0].Hints != nil {
 		t.Fatalf("transform kept unread fields: %+v", slim)
 	}
@@ -229,9 +240,9 @@ func TestSlimSliceKeepsWhatTranslateReads(t *testing.T) {
 		t.Fatalf("addresses %v, want only the first", slim.Endpoints[0].Addresses)
 	}
 	opts := translate.Options{}
-	full := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{in}, opts)
-	lean := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{slim}, opts)
-	if len(full.CLAs) != 1 || !proto.Equal(full.CLAs[0], lean.CLAs[0]) {
+	full := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{in, older}, opts)
+	lean := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{slim, outOlder.(*discoveryv1.EndpointSlice)}, opts)
+	if len(full.CLAs) != 1 || endpointCount(full.CLAs[0]) != 1 || !proto.Equal(full.CLAs[0], lean.CLAs[0]) {
 		t.Fatalf("translation differs after the transform:\n%v\n%v", full.CLAs, lean.CLAs)
 	}
 }
