@@ -212,6 +212,7 @@ type serveConfig struct {
 	LabelSelector      string
 	ServiceProxyName   string
 	IncludeUnready     bool
+	NodeLocality       bool
 	DeletedGracePeriod time.Duration
 	Workers            int
 	ProbeInterval      time.Duration
@@ -286,6 +287,8 @@ func serveCommand() *cli.Command {
 				Usage: "serve exactly the Services labelled service.kubernetes.io/service-proxy-name=`NAME` (handed to deltaeds, as kube-proxy alternatives are)"},
 			&cli.BoolFlag{Category: catKube, Name: "include-unready", EnvVars: env("include-unready"),
 				Usage: "also send endpoints that are neither ready nor terminating-but-serving, as UNHEALTHY at priority 2 (after the terminating fallback): visible in Envoy's admin, never carrying traffic while a ready or terminating endpoint is healthy"},
+			&cli.BoolFlag{Category: catKube, Name: "node-locality", EnvVars: env("node-locality"),
+				Usage: "watch Nodes (cluster-scoped get/list/watch) and put each endpoint's region, from its Node's topology.kubernetes.io/region label, in its CLA locality next to the zone, so that Envoys whose bootstrap sets node.locality.region find their local hosts"},
 			&cli.DurationFlag{Category: catKube, Name: "deleted-grace-period", Value: watch.DefaultDeletedGracePeriod, EnvVars: env("deleted-grace-period"),
 				Usage: "how long a CLA whose Service or port is gone stays published, empty, before it is removed"},
 			&cli.Float64Flag{Category: catKube, Name: "kube-qps", Value: defaultKubeQPS, EnvVars: env("kube-qps"),
@@ -356,6 +359,7 @@ func serveConfigFromFlags(c *cli.Context) (serveConfig, error) {
 		LabelSelector:             c.String("label-selector"),
 		ServiceProxyName:          c.String("service-proxy-name"),
 		IncludeUnready:            c.Bool("include-unready"),
+		NodeLocality:              c.Bool("node-locality"),
 		DeletedGracePeriod:        c.Duration("deleted-grace-period"),
 		Workers:                   c.Int("workers"),
 		ProbeInterval:             c.Duration("apiserver-probe-interval"),
@@ -594,6 +598,7 @@ func newServer(cfg serveConfig, log *zap.Logger) (_ *server, err error) {
 		LabelSelector:      cfg.LabelSelector,
 		ServiceProxyName:   cfg.ServiceProxyName,
 		Translate:          translate.Options{IncludeUnready: cfg.IncludeUnready},
+		NodeLocality:       cfg.NodeLocality,
 		DeletedGracePeriod: cfg.DeletedGracePeriod,
 		Workers:            cfg.Workers,
 		ProbeInterval:      cfg.ProbeInterval,

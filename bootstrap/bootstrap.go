@@ -116,10 +116,19 @@ type TLS struct {
 	ServerName string
 }
 
-// Locality is the node's locality.
+// Locality is the node's locality. Envoy finds its local hosts (zone-aware
+// routing) only in a CLA group whose region, zone and sub_zone all equal
+// these: deltaeds' CLAs carry the zone of each endpoint, its region only
+// when deltaeds serves with --node-locality, and never a sub_zone. So set
+// Region exactly when deltaeds runs with --node-locality, and never SubZone
+// ([Build] refuses it; [Check] reports both mismatches).
 type Locality struct {
 	Region, Zone, SubZone string
 }
+
+// subZoneProblem is why a node sub_zone is refused or reported.
+const subZoneProblem = "node sub_zone: deltaeds' CLAs carry no sub_zone, and Envoy compares region, zone and " +
+	"sub_zone together, so zone-aware routing would never find a local host; leave it unset"
 
 // Options describe the bootstrap of one fleet of Envoys.
 type Options struct {
@@ -178,6 +187,9 @@ func Build(opts Options) (*bootstrapv3.Bootstrap, error) {
 	}
 	if opts.NodeID == "" || opts.NodeCluster == "" {
 		return nil, errors.New("node id and node cluster must not be empty")
+	}
+	if opts.Locality.SubZone != "" {
+		return nil, errors.New(subZoneProblem)
 	}
 
 	xdsCluster, err := deltaedsCluster(opts, serverHost, serverPort)

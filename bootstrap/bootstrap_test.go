@@ -67,7 +67,7 @@ func TestBootstrapFormats(t *testing.T) {
 		"--xds-server", "deltaeds.deltaeds.svc:18000",
 		"--cluster", "shop/checkout/http", "--cluster", "shop/cart",
 		"--node-id", "edge-1", "--node-cluster", "edge",
-		"--node-region", "eu", "--node-zone", "eu-1a", "--node-sub-zone", "rack7",
+		"--node-region", "eu", "--node-zone", "eu-1a",
 		"--envoy-admin-address", "0.0.0.0:9902",
 	}
 	for _, format := range []string{"yaml", "json"} {
@@ -85,7 +85,7 @@ func TestBootstrapFormats(t *testing.T) {
 			b := decode(t, out)
 
 			if n := b.GetNode(); n.GetId() != "edge-1" || n.GetCluster() != "edge" ||
-				n.GetLocality().GetRegion() != "eu" || n.GetLocality().GetZone() != "eu-1a" || n.GetLocality().GetSubZone() != "rack7" {
+				n.GetLocality().GetRegion() != "eu" || n.GetLocality().GetZone() != "eu-1a" || n.GetLocality().GetSubZone() != "" {
 				t.Errorf("node = %v", n)
 			}
 			ads := b.GetDynamicResources().GetAdsConfig()

@@ -27,6 +27,10 @@ type CheckOptions struct {
 	// KeepaliveMinTime is the serving deltaeds' --keepalive-min-time
 	// (default DefaultServeKeepaliveMinTime).
 	KeepaliveMinTime time.Duration
+	// NodeLocality says the serving deltaeds runs with --node-locality, so
+	// its CLAs carry regions: the node must then declare its region, and
+	// must not otherwise.
+	NodeLocality bool
 }
 
 // Finding is one problem Check found, with the field it is about.
@@ -51,6 +55,7 @@ func Check(b *bootstrapv3.Bootstrap, opts CheckOptions) []Finding {
 	add := func(where, format string, args ...any) {
 		out = append(out, Finding{Where: where, Message: fmt.Sprintf(format, args...)})
 	}
+	checkLocality(b.GetNode().GetLocality(), opts.NodeLocality, add)
 	clusters := make(map[string]*clusterv3.Cluster)
 	for _, c := range b.GetStaticResources().GetClusters() {
 		clusters[c.GetName()] = c
@@ -99,6 +104,27 @@ func Check(b *bootstrapv3.Bootstrap, opts CheckOptions) []Finding {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Where < out[j].Where })
 	return out
+}
+
+// checkLocality checks that the node's locality can equal the localities of
+// deltaeds' CLAs: Envoy's zone-aware routing finds local hosts only in a
+// group whose region, zone and sub_zone all equal the node's
+// (source/common/upstream/upstream_impl.cc,
+// PriorityStateManager::updateClusterPrioritySet; envoysim.LocalHosts
+// models it). Envoy's --service-zone can set the zone at run time, so only
+// region and sub_zone are checked.
+func checkLocality(l *corev3.Locality, nodeLocality bool, add func(string, string, ...any)) {
+	if l.GetSubZone() != "" {
+		add("node.locality.sub_zone", "%s", subZoneProblem)
+	}
+	switch {
+	case l.GetRegion() != "" && !nodeLocality:
+		add("node.locality.region", "is %q, but deltaeds' CLAs carry a region only under serve --node-locality (pass --node-locality here if it runs so): "+
+			"Envoy compares region and zone together, so zone-aware routing would never find a local host", l.GetRegion())
+	case l.GetRegion() == "" && l.GetZone() != "" && nodeLocality:
+		add("node.locality.region", "is unset, but under --node-locality deltaeds' CLAs carry each endpoint's region: "+
+			"Envoy compares region and zone together, so zone-aware routing would never find a local host")
+	}
 }
 
 // checkADSCluster checks the static cluster the ADS source goes through.

@@ -49,6 +49,8 @@ func CheckCommand() *cli.Command {
 				Usage: "do not ask the API server; the names of the EDS clusters are not checked"},
 			&cli.DurationFlag{Name: "keepalive-min-time", Value: DefaultServeKeepaliveMinTime, EnvVars: checkEnv("keepalive-min-time"),
 				Usage: "the serving deltaeds' --keepalive-min-time"},
+			&cli.BoolFlag{Name: "node-locality", EnvVars: checkEnv("node-locality"),
+				Usage: "the serving deltaeds runs with --node-locality (its CLAs carry regions): the node must declare its region"},
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return checkUsage("%v", err)
@@ -77,7 +79,7 @@ func runCheck(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("check: %v", err), ExitFindings)
 	}
-	opts := CheckOptions{KeepaliveMinTime: c.Duration("keepalive-min-time")}
+	opts := CheckOptions{KeepaliveMinTime: c.Duration("keepalive-min-time"), NodeLocality: c.Bool("node-locality")}
 	if !c.Bool("offline") {
 		found, _, err := listFromKubeconfig(c, q)
 		if err != nil {

@@ -49,10 +49,9 @@ func epSlice(ns, name, svc string, at discoveryv1.AddressType, ports ...port) *d
 		s.Labels[translate.ServiceNameLabel] = svc
 	}
 	for _, p := range ports {
-		ep := discoveryv1.EndpointPort{Port: &p.num}
-		if p.name != "" {
-			ep.Name = &p.name
-		}
+		// As the API server stores them: it defaults the name to "" and the
+		// protocol to TCP (the fake clientset does not).
+		ep := discoveryv1.EndpointPort{Port: &p.num, Name: &p.name, Protocol: ptr(corev1.ProtocolTCP)}
 		if p.proto != "" {
 			ep.Protocol = &p.proto
 		}
@@ -392,3 +391,5 @@ func TestFromClusterAgainstAPIServer(t *testing.T) {
 		}
 	})
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -9,6 +9,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/deltaeds/deltaeds/translate"
 )
 
 // Endpoint is one LbEndpoint of a CLA, flattened with its group's priority and zone.
@@ -19,7 +21,11 @@ type Endpoint struct {
 	Priority uint32
 	Zone     string
 	Health   corev3.HealthStatus
+	// Hostname is Endpoint.hostname: the EndpointSlice endpoint's own
+	// hostname, empty for most pods.
 	Hostname string
+	// Pod is the pod name deltaeds puts in the endpoint's metadata.
+	Pod string
 }
 
 // Endpoints flattens a CLA (nil gives nil).
@@ -37,6 +43,7 @@ func Endpoints(cla *endpointv3.ClusterLoadAssignment) []Endpoint {
 				Zone:     g.GetLocality().GetZone(),
 				Health:   lb.GetHealthStatus(),
 				Hostname: ep.GetHostname(),
+				Pod:      lb.GetMetadata().GetFilterMetadata()[translate.MetadataKey].GetFields()[translate.MetadataPod].GetStringValue(),
 			})
 		}
 	}
