@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
 )
 
 // localities returns "region/zone" per endpoint address of a CLA.

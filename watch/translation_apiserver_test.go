@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
 )
 
 // TestTranslationRulesAgainstRealAPIServer checks the translation rules
