@@ -54,6 +54,13 @@
 //   - A request is legacy wildcard only when it subscribes and unsubscribes
 //     nothing (delta_subscription_state.cc), so the client never sends a
 //     first request before it wants a name.
+//   - Locality: [LocalHosts] is what zone-aware routing treats as local, a
+//     priority's hosts whose locality equals the node's in region, zone and
+//     sub_zone together (source/common/upstream/locality.h, LocalityEqualTo;
+//     upstream_impl.cc, PriorityStateManager::updateClusterPrioritySet), and
+//     [LocalityShares] how locality_weighted_lb_config splits a priority:
+//     by load_balancing_weight (unset is 0, no traffic) times
+//     min(1, 1.4 * healthy share) (HostSetImpl::effectiveLocalityWeight).
 //
 // It also gives tests control that Envoy does not: [Client.Stall] stops
 // reading the stream so gRPC flow control pushes back on the server,
