@@ -55,14 +55,15 @@ func (r *fuzzReader) tri() *bool {
 // shared port names and foreign slices are frequent; a few take raw bytes.
 // Layout (one byte each unless noted):
 //
-//	flags (bit 0: IncludeUnready, bit 1: NodeRegion, rest: shuffle seed),
+//	flags (bit 0: IncludeUnready, bit 1: NodeRegion, bit 2:
+//	InternalTrafficLocal, rest: shuffle seed),
 //	slice count
 //	per slice: present (0 = nil), namespace, label, address type, port count,
 //	  per port: name, protocol, number (+2 bytes for a free number),
 //	  endpoint count,
 //	  per endpoint: address count, per address: kind (+1 byte for most kinds),
 //	    ready, serving, terminating, zone, node, targetRef (+1 byte for a pod),
-//	    hostname,
+//	    hostname, zone hints, node hints,
 //	  creation second
 func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.EndpointSlice) {
 	r := &fuzzReader{b: data}
@@ -71,7 +72,8 @@ func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.Endpoint
 	if flags&2 == 2 {
 		opts.NodeRegion = fuzzRegion
 	}
-	seed := uint64(flags >> 2)
+	opts.InternalTrafficLocal = flags&4 == 4
+	seed := uint64(flags >> 3)
 
 	var out []*discoveryv1.EndpointSlice
 	for n := r.choice(7); n > 0; n-- {
@@ -226,8 +228,24 @@ func decodeEndpoint(r *fuzzReader) discoveryv1.Endpoint {
 	case 3:
 		e.Hostname = ptr(r.raw())
 	}
+	pick := func() string { return []string{"a", "b", "n1", "n2"}[r.choice(4)] }
+	if n := r.choice(3); n > 0 {
+		e.Hints = &discoveryv1.EndpointHints{}
+		for ; n > 0; n-- {
+			e.Hints.ForZones = append(e.Hints.ForZones, discoveryv1.ForZone{Name: pick()})
+		}
+	}
+	for n := r.choice(3); n > 0; n-- {
+		if e.Hints == nil {
+			e.Hints = &discoveryv1.EndpointHints{}
+		}
+		e.Hints.ForNodes = append(e.Hints.ForNodes, discoveryv1.ForNode{Name: pick()})
+	}
 	return e
 }
+
+// fuzzViews are the client places the fuzz target builds variants for.
+var fuzzViews = []translate.View{{}, {Zone: "a"}, {Node: "n1"}, {Zone: "a", Node: "n1"}, {Zone: "b", Node: "n2"}}
 
 // fuzzRegion is the NodeRegion of the fuzz target: two known nodes, one of
 // them in a region that is not UTF-8, every other node unknown.
@@ -324,6 +342,35 @@ func FuzzService(f *testing.F) {
 		for i := range want {
 			if !bytes.Equal(got[i], want[i]) {
 				t.Fatalf("CLA %q depends on input order:\n%v\nvs\n%v", res.CLAs[i].GetClusterName(), res.CLAs[i], again.CLAs[i])
+			}
+		}
+
+		// Topology variants: valid, keyed consistently, independent of
+		// input order.
+		if len(again.Topologies) != len(res.Topologies) {
+			t.Fatalf("%d topologies after shuffle, want %d", len(again.Topologies), len(res.Topologies))
+		}
+		for name, topo := range res.Topologies {
+			byKey := map[string][]byte{}
+			for _, v := range fuzzViews {
+				key, cla := topo.Key(v), topo.CLA(v)
+				if (key == "") != (cla == nil) {
+					t.Fatalf("%s at %+v: key %q but variant %v", name, v, key, cla)
+				}
+				if cla == nil {
+					continue
+				}
+				variant := translate.Result{CLAs: append(res.CLAs[:0:0], cla)}
+				checkResult(t, testNS, testSvc, variant)
+				b := marshalAll(t, variant)[0]
+				if prev, ok := byKey[key]; ok && !bytes.Equal(prev, b) {
+					t.Fatalf("%s: views with key %q get different variants", name, key)
+				}
+				byKey[key] = b
+				other := again.Topologies[name]
+				if other.Key(v) != key || !bytes.Equal(marshalAll(t, translate.Result{CLAs: append(res.CLAs[:0:0], other.CLA(v))})[0], b) {
+					t.Fatalf("%s at %+v: variant depends on input order", name, v)
+				}
 			}
 		}
 	})

@@ -172,6 +172,7 @@ func checkResult(t testing.TB, namespace, service string, res translate.Result) 
 		var prevPrio uint32
 		var prevRegion, prevZone string
 		protos := map[corev3.SocketAddress_Protocol]bool{}
+		unhealthyAt := -1 // the priority of the unready endpoints, once seen
 		for gi, g := range cla.GetEndpoints() {
 			prio, r, z := g.GetPriority(), g.GetLocality().GetRegion(), g.GetLocality().GetZone()
 			if gi == 0 && prio != 0 {
@@ -216,11 +217,14 @@ func checkResult(t testing.TB, namespace, service string, res translate.Result) 
 				if protos[k.proto] = true; len(protos) > 1 {
 					t.Fatalf("CLA %q mixes protocols", name)
 				}
+				// Unready endpoints sit in the last priority, after the
+				// terminating fallback (PriorityUnready in the plain CLA, later
+				// in a Topology variant), alone, never where they would lower
+				// the health of a priority that carries traffic.
 				switch h := lb.GetHealthStatus(); {
-				// Unready endpoints sit after the terminating fallback, never where
-				// they would lower the health of a priority that carries traffic.
-				case h == corev3.HealthStatus_HEALTHY && prio < translate.PriorityUnready:
-				case h == corev3.HealthStatus_UNHEALTHY && prio == translate.PriorityUnready:
+				case h == corev3.HealthStatus_HEALTHY && (unhealthyAt < 0 || prio < uint32(unhealthyAt)):
+				case h == corev3.HealthStatus_UNHEALTHY && (unhealthyAt < 0 || prio == uint32(unhealthyAt)) && prio >= translate.PriorityUnready:
+					unhealthyAt = int(prio)
 				default:
 					t.Fatalf("CLA %q: %v at priority %d", name, h, prio)
 				}

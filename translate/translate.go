@@ -75,6 +75,12 @@ type Options struct {
 	// hosts. It is called once per distinct node per call to [Service], must
 	// be safe for concurrent use, and must not block.
 	NodeRegion func(node string) string
+
+	// InternalTrafficLocal is the Service's spec.internalTrafficPolicy ==
+	// Local (it is per Service: the caller sets it for each call). Clients
+	// that tell their node then get only the endpoints on that node: see
+	// [Topology].
+	InternalTrafficLocal bool
 }
 
 // Counts says how much of the input [Service] left out, by reason. Slice
@@ -136,6 +142,12 @@ type Result struct {
 	CLAs []*endpointv3.ClusterLoadAssignment
 	// Skipped counts what was left out and why.
 	Skipped Counts
+	// Topologies holds, by CLA name, how to build the CLA's variants for
+	// where a client runs, for the CLAs that have any (their slices carry
+	// topology hints, or the Service's internalTrafficPolicy is Local); see
+	// [Topology]. The CLA in CLAs is what a client that tells no place, or
+	// one for which no rule applies, receives.
+	Topologies map[string]*Topology
 }
 
 // state is an endpoint's standing, ordered best first: when duplicates of one
@@ -187,14 +199,21 @@ type hostKey struct {
 // output, so that comparing two hosts field by field is a total order on what
 // they would produce.
 type host struct {
-	key      hostKey
-	state    state
+	key   hostKey
+	state state
+	// prio is the priority the host is emitted at: state.priority() in the
+	// plain CLA, the view's tier in a Topology variant.
+	prio     uint32
 	region   string
 	zone     string
 	hostname string
 	pod      string
 	podNS    string
 	node     string
+	// forZones and forNodes are the endpoint's hints, sorted and joined by
+	// "\x00" ("" when none), for Topology.
+	forZones string
+	forNodes string
 }
 
 // preferred reports whether a should replace b as the copy of a duplicated
@@ -210,6 +229,8 @@ func preferred(a, b host) bool {
 		strings.Compare(a.pod, b.pod),
 		strings.Compare(a.podNS, b.podNS),
 		strings.Compare(a.node, b.node),
+		strings.Compare(a.forZones, b.forZones),
+		strings.Compare(a.forNodes, b.forNodes),
 	) < 0
 }
 
@@ -340,7 +361,14 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 	}
 	res.CLAs = make([]*endpointv3.ClusterLoadAssignment, 0, len(byPort))
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		res.CLAs = append(res.CLAs, buildCLA(ClusterName(namespace, name, port), byPort[port].hosts))
+		cla := buildCLA(ClusterName(namespace, name, port), byPort[port].hosts)
+		res.CLAs = append(res.CLAs, cla)
+		if t := newTopology(cla.ClusterName, byPort[port].hosts, opts.InternalTrafficLocal); t != nil {
+			if res.Topologies == nil {
+				res.Topologies = make(map[string]*Topology)
+			}
+			res.Topologies[cla.ClusterName] = t
+		}
 	}
 	return res
 }
@@ -472,9 +500,11 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 		sk.InvalidEndpoints++
 		return host{}, false
 	}
+	st := classify(ep.Conditions)
 	h := host{
 		key:      hostKey{addr: addr},
-		state:    classify(ep.Conditions),
+		state:    st,
+		prio:     st.priority(),
 		zone:     deref(ep.Zone),
 		hostname: deref(ep.Hostname),
 		node:     deref(ep.NodeName),
@@ -489,6 +519,9 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 			regions[h.node] = region
 		}
 		h.region = region
+	}
+	if ep.Hints != nil {
+		h.forZones, h.forNodes = joinHints(ep.Hints)
 	}
 	if !utf8.ValidString(h.zone) || !utf8.ValidString(h.node) || !utf8.ValidString(h.pod) || !utf8.ValidString(h.podNS) ||
 		!utf8.ValidString(h.hostname) || !utf8.ValidString(h.region) {
@@ -506,7 +539,7 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 // region, zone), then by address, port and protocol. Keys are unique within a CLA, so
 // the order is total and the input order cannot leak into the output.
 func compareHosts(a, b *host) int {
-	if c := cmp.Compare(a.state.priority(), b.state.priority()); c != 0 {
+	if c := cmp.Compare(a.prio, b.prio); c != 0 {
 		return c
 	}
 	if c := strings.Compare(a.region, b.region); c != 0 {
@@ -601,7 +634,7 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 
 	next := PriorityReady // the lowest priority not emitted yet
 	for len(order) > 0 {
-		prio, region, zone := order[0].state.priority(), order[0].region, order[0].zone
+		prio, region, zone := order[0].prio, order[0].region, order[0].zone
 		for ; next < prio; next++ {
 			// Priorities must have no gaps (Envoy and gRPC clients NACK
 			// them); an empty one makes Envoy fail over past it.
@@ -612,7 +645,7 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 		}
 		next = prio + 1
 		n := 1
-		for n < len(order) && order[n].state.priority() == prio && order[n].region == region && order[n].zone == zone {
+		for n < len(order) && order[n].prio == prio && order[n].region == region && order[n].zone == zone {
 			n++
 		}
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
