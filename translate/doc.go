@@ -24,6 +24,16 @@
 // traffic and lower no other priority's health. See [Service] for the precise rules and the
 // choices made where the API leaves room.
 //
+// # Where the client runs
+//
+// A CLA whose slices carry topology hints, or whose Service has
+// internalTrafficPolicy Local, also has a [Topology]: it builds the variant
+// a client receives for its [View] (zone, node), with kube-proxy's rules
+// for hints and policy and priorities where kube-proxy drops endpoints, and
+// names it with a key shared by every view that gets the same bytes. The
+// plain CLA stays what a client that tells no place receives. (The store's
+// per-view variants that serve them are issue 11's next step.)
+//
 // # What it must never do
 //
 // Do I/O, hold state between calls, log, or import gRPC, client-go informers,
