@@ -2,6 +2,7 @@ package delta
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Metrics are the counters and histograms of the Delta xDS server. Every name
@@ -38,55 +39,52 @@ var propagationBuckets = prometheus.ExponentialBuckets(0.001, 2, 18)
 // reg is not nil.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	byType := []string{"type_url"}
+	f := promauto.With(reg) // nil: unregistered
 	m := &Metrics{
-		Streams: prometheus.NewGauge(prometheus.GaugeOpts{
+		Streams: f.NewGauge(prometheus.GaugeOpts{
 			Name: "deltaeds_xds_streams", Help: "Connected Delta xDS streams.",
 		}),
-		Responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Responses: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_responses_total", Help: "Delta xDS responses sent.",
 		}, byType),
-		ResourcesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ResourcesSent: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_resources_sent_total", Help: "Resources sent in Delta xDS responses.",
 		}, byType),
-		RemovalsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+		RemovalsSent: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_removals_sent_total", Help: "Names sent in removed_resources.",
 		}, byType),
-		BytesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+		BytesSent: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_resource_bytes_sent_total", Help: "Serialized bytes of resources and removals sent.",
 		}, byType),
-		ACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ACKs: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_acks_total", Help: "Responses acknowledged by clients.",
 		}, byType),
-		NACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
+		NACKs: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_nacks_total", Help: "Responses rejected by clients (NACK).",
 		}, byType),
-		StaleNonces: prometheus.NewCounterVec(prometheus.CounterOpts{
+		StaleNonces: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_stale_nonces_total", Help: "Requests whose response_nonce was not the latest response's.",
 		}, byType),
-		RejectedRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		RejectedRequests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_rejected_requests_total", Help: "Requests that ended their stream with an error, by reason.",
 		}, []string{"reason"}),
-		IgnoredTypes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		IgnoredTypes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_ignored_requests_total", Help: "Requests for type URLs deltaeds does not serve.",
 		}, byType),
-		ACKTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ACKTimeouts: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_xds_ack_timeouts_total", Help: "Streams ended because a response was neither ACKed nor NACKed within the ack timeout, by the type of that response.",
 		}, byType),
-		NACKResends: prometheus.NewCounter(prometheus.CounterOpts{
+		NACKResends: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_xds_nack_resends_total", Help: "Resources of NACKed multi-resource responses queued to be resent one per response, to isolate the rejected one.",
 		}),
-		EventToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
+		EventToSend: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "deltaeds_propagation_send_seconds", Help: "From upstream event observed to response sent, per changed resource and stream (first answers to a subscription are not changes).",
 			Buckets: propagationBuckets,
 		}),
-		EventToACK: prometheus.NewHistogram(prometheus.HistogramOpts{
+		EventToACK: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "deltaeds_propagation_ack_seconds", Help: "From upstream event observed to the client's ACK, per changed resource and stream (first answers to a subscription are not changes).",
 			Buckets: propagationBuckets,
 		}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.Streams, m.Responses, m.ResourcesSent, m.RemovalsSent, m.BytesSent,
-			m.ACKs, m.NACKs, m.StaleNonces, m.RejectedRequests, m.IgnoredTypes, m.ACKTimeouts, m.NACKResends, m.EventToSend, m.EventToACK)
 	}
 	return m
 }

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/deltaeds/deltaeds/translate"
@@ -34,56 +35,53 @@ type Metrics struct {
 // NewMetrics creates the watcher's metrics and registers them with reg when
 // it is not nil.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg) // nil: unregistered
 	m := &Metrics{
-		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Events: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_endpointslice_events_total", Help: "EndpointSlice informer events, by kind.",
 		}, []string{"kind"}),
-		UnlabelledSlices: prometheus.NewCounter(prometheus.CounterOpts{
+		UnlabelledSlices: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_endpointslice_unlabelled_total", Help: "EndpointSlice events ignored for lacking the kubernetes.io/service-name label.",
 		}),
-		WatchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		WatchErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_endpointslice_watch_errors_total", Help: "Failed EndpointSlice lists or watches (retried with backoff).",
 		}),
-		TranslateDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		TranslateDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "deltaeds_translation_duration_seconds", Help: "Time to translate one Service's EndpointSlices.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10),
 		}),
-		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Skipped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "deltaeds_translate_skipped_total", Help: "Slices, ports and endpoints left out of CLAs, by reason.",
 		}, []string{"reason"}),
-		CLAChanges: prometheus.NewCounter(prometheus.CounterOpts{
+		CLAChanges: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_cla_changes_total", Help: "CLAs set to a new version or deleted in the store.",
 		}),
-		ApplyErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		ApplyErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_store_apply_errors_total", Help: "CLAs the store could not serialize.",
 		}),
-		NodeRegionChanges: prometheus.NewCounter(prometheus.CounterOpts{
+		NodeRegionChanges: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_node_region_changes_total", Help: "Nodes whose topology.kubernetes.io/region changed (--node-locality); each re-translates the Services with an endpoint on it.",
 		}),
-		QueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+		QueueDepth: f.NewGauge(prometheus.GaugeOpts{
 			Name: "deltaeds_workqueue_depth", Help: "Services waiting in the workqueue to be translated.",
 		}),
-		QueueAdds: prometheus.NewCounter(prometheus.CounterOpts{
+		QueueAdds: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_workqueue_adds_total", Help: "Services added to the workqueue (a Service already waiting is not added twice).",
 		}),
-		QueueDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		QueueDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "deltaeds_workqueue_queue_duration_seconds", Help: "Time a Service waited in the workqueue before a worker took it.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
 		}),
-		QueueWorkDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		QueueWorkDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "deltaeds_workqueue_work_duration_seconds", Help: "Time a worker spent on one Service (translate and store).",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
 		}),
-		QueueUnfinished: prometheus.NewGauge(prometheus.GaugeOpts{
+		QueueUnfinished: f.NewGauge(prometheus.GaugeOpts{
 			Name: "deltaeds_workqueue_unfinished_work_seconds", Help: "Seconds of work in progress not yet finished, summed over the workers.",
 		}),
-		QueueLongestRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+		QueueLongestRunning: f.NewGauge(prometheus.GaugeOpts{
 			Name: "deltaeds_workqueue_longest_running_processor_seconds", Help: "How long the longest-running worker has been on its Service.",
 		}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.Events, m.UnlabelledSlices, m.WatchErrors, m.TranslateDuration, m.Skipped, m.CLAChanges, m.ApplyErrors, m.NodeRegionChanges,
-			m.QueueDepth, m.QueueAdds, m.QueueDuration, m.QueueWorkDuration, m.QueueUnfinished, m.QueueLongestRunning)
 	}
 	return m
 }
@@ -128,7 +126,8 @@ func (m *Metrics) countSkipped(c translate.Counts) {
 
 // NewRetriesMetric is not exported: the watcher never requeues with backoff
 // (a CLA the store cannot serialize is counted in store_apply_errors_total;
-// it would fail again), so the figure would always be zero.
+// it would fail again), and the delaying queue's AddAfter, which it would
+// count, is only the deleted-grace recheck.
 func (q queueMetrics) NewRetriesMetric(string) workqueue.CounterMetric { return noRetries{} }
 
 type noRetries struct{}

@@ -110,7 +110,7 @@ func (w *Watcher) onNode(oldObj, obj any) {
 	if name == "" {
 		name = oldName
 	}
-	if name == "" || oldRegion == region || !w.synced.Load() {
+	if name == "" || oldRegion == region || !w.Synced() {
 		return
 	}
 	w.metrics.NodeRegionChanges.Inc()

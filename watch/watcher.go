@@ -23,9 +23,17 @@ import (
 	"github.com/deltaeds/deltaeds/xds"
 )
 
-// DefaultDeletedGracePeriod is how long a CLA a Service no longer produces
-// stays published, empty, before it is deleted from the store.
-const DefaultDeletedGracePeriod = 5 * time.Minute
+// The defaults of Config, applied by New to fields left zero; deltaeds serve
+// shows them as its flags' defaults.
+const (
+	// DefaultDeletedGracePeriod is how long a CLA a Service no longer
+	// produces stays published, empty, before it is deleted from the store.
+	DefaultDeletedGracePeriod = 5 * time.Minute
+	// DefaultWorkers is the number of Services translated concurrently.
+	DefaultWorkers = 2
+	// DefaultProbeInterval is how often the API server's /readyz is probed.
+	DefaultProbeInterval = 10 * time.Second
+)
 
 // Config configures a Watcher.
 type Config struct {
@@ -48,14 +56,14 @@ type Config struct {
 	NodeLocality bool
 	// DeletedGracePeriod: see DefaultDeletedGracePeriod; 0 means the default.
 	DeletedGracePeriod time.Duration
-	// Workers translating Services concurrently; 0 means 2.
+	// Workers translating Services concurrently; 0 means DefaultWorkers.
 	Workers int
 	Logger  *zap.Logger
 	// Metrics receive the watcher's counters; nil creates unregistered ones.
 	Metrics *Metrics
 	// ProbeInterval is how often the API server's /readyz is probed to
 	// report its health (informers do not say when a watch is merely
-	// retrying); 0 means 10s.
+	// retrying); 0 means DefaultProbeInterval.
 	ProbeInterval time.Duration
 }
 
@@ -65,8 +73,13 @@ type Watcher struct {
 	log     *zap.Logger
 	metrics *Metrics
 	// queue is created by Run (its constructor starts goroutines that only
-	// ShutDown ends); the informers that feed it start there too.
-	queue workqueue.TypedRateLimitingInterface[string]
+	// ShutDown ends); the informers that feed it start there too. It is a
+	// delaying queue, not a rate-limited one: a sync cannot fail in a way a
+	// retry would mend (it reads the informer's cache, translate is a pure
+	// function, and the store skips a CLA it cannot serialize, which would
+	// fail again on the same input: counted, logged, and retried only when
+	// the Service's slices change). Delays are the deleted-grace rechecks.
+	queue workqueue.TypedDelayingInterface[string]
 	// informers by namespace ("" when watching all namespaces).
 	informers map[string]cache.SharedIndexInformer
 	factories []informers.SharedInformerFactory
@@ -83,7 +96,9 @@ type Watcher struct {
 	services map[string]*published
 
 	lastEvent atomic.Int64 // unix nanos of the last informer event or successful list
-	synced    atomic.Bool
+	// synced is closed once the first list is translated and the store
+	// opened.
+	synced chan struct{}
 
 	healthMu  sync.Mutex // guards lastProbe and probeErr
 	lastProbe time.Time  // last successful contact with the API server
@@ -108,10 +123,10 @@ func New(cfg Config) (*Watcher, error) {
 		cfg.DeletedGracePeriod = DefaultDeletedGracePeriod
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 2
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.ProbeInterval <= 0 {
-		cfg.ProbeInterval = 10 * time.Second
+		cfg.ProbeInterval = DefaultProbeInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -125,6 +140,7 @@ func New(cfg Config) (*Watcher, error) {
 		metrics:   cfg.Metrics,
 		informers: make(map[string]cache.SharedIndexInformer),
 		services:  make(map[string]*published),
+		synced:    make(chan struct{}),
 	}
 	namespaces := cfg.Namespaces
 	if len(namespaces) == 0 {
@@ -230,9 +246,8 @@ func (w *Watcher) enqueue(key string, at time.Time) {
 // It does not return because the API server is unreachable: the informers
 // retry on their own, and the store keeps serving its last state.
 func (w *Watcher) Run(ctx context.Context) error {
-	w.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "deltaeds_services", MetricsProvider: queueMetrics{w.metrics}})
+	w.queue = workqueue.NewTypedDelayingQueueWithConfig(
+		workqueue.TypedDelayingQueueConfig[string]{Name: "deltaeds_services", MetricsProvider: queueMetrics{w.metrics}})
 	defer w.queue.ShutDown()
 	for _, f := range w.factories {
 		f.Start(ctx.Done())
@@ -271,7 +286,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.sync(key)
 	}
 	w.cfg.Store.MarkSynced()
-	w.synced.Store(true)
+	close(w.synced)
 	w.log.Info("EndpointSlices synced; serving", zap.Int("services", len(keys)),
 		zap.Int("clas", w.cfg.Store.Len(xds.EndpointType)))
 
@@ -346,7 +361,18 @@ func (w *Watcher) APIServerHealth() (lastOK time.Time, err error) {
 
 // Synced reports whether the first list has been translated and the store
 // opened. It stays true through API-server outages.
-func (w *Watcher) Synced() bool { return w.synced.Load() }
+func (w *Watcher) Synced() bool {
+	select {
+	case <-w.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// SyncedCh is closed once the first list has been translated and the store
+// opened; it is never closed if Run ends before that.
+func (w *Watcher) SyncedCh() <-chan struct{} { return w.synced }
 
 // LastEvent returns when the watcher last heard from the API server: an
 // event, or the end of the first list.
@@ -380,7 +406,6 @@ func (w *Watcher) processNext() bool {
 	}
 	defer w.queue.Done(key)
 	w.sync(key)
-	w.queue.Forget(key)
 	return true
 }
 
