@@ -20,7 +20,7 @@ all: build
 # embeds no VCS stamp (-buildvcs=false, a tarball, a container build without .git).
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 VERSION ?= $(shell git describe --tags --exact-match 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) -X github.com/prometheus/common/version.Revision=$(COMMIT)
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -20,9 +21,31 @@ type healthServer struct {
 	stop     context.CancelFunc
 }
 
-func newHealthServer() *healthServer {
+// The gRPC services whose health is reported on the xDS port, besides ""
+// (the server as a whole).
+var healthServices = []string{
+	"envoy.service.discovery.v3.AggregatedDiscoveryService",
+	"envoy.service.endpoint.v3.EndpointDiscoveryService",
+}
+
+// newHealthServer registers, on the xDS gRPC server, a health service that
+// says NOT_SERVING until SetServing.
+func newHealthServer(s *grpc.Server) *healthServer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &healthServer{Server: health.NewServer(), stopping: ctx, stop: cancel}
+	h := &healthServer{Server: health.NewServer(), stopping: ctx, stop: cancel}
+	h.setAll(healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s, h)
+	return h
+}
+
+// SetServing says SERVING for the server and every xDS service; called once
+// the watcher has synced, never undone but by Shutdown.
+func (h *healthServer) SetServing() { h.setAll(healthpb.HealthCheckResponse_SERVING) }
+
+func (h *healthServer) setAll(st healthpb.HealthCheckResponse_ServingStatus) {
+	for _, name := range append([]string{""}, healthServices...) {
+		h.SetServingStatus(name, st)
+	}
 }
 
 // errHealthShutdown ends Watch streams at shutdown, after NOT_SERVING.

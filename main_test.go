@@ -32,6 +32,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -119,6 +120,9 @@ func TestCommandLineErrors(t *testing.T) {
 	free := []string{"--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"}
 	pki := newPKI(t)
 
+	// The admin-port case opens the xDS listener on this concrete port
+	// first, and must close it again.
+	xdsPort := freePort(t)
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -162,7 +166,7 @@ func TestCommandLineErrors(t *testing.T) {
 		{"cert and key mismatch", nil, append([]string{"serve", "--kubeconfig", kubeconfig, "--tls-cert-file", pki.serverCert, "--tls-key-file", pki.clientKey}, free...), 1, "--tls-cert-file"},
 		{"client CA not PEM", nil, append([]string{"serve", "--kubeconfig", kubeconfig, "--tls-cert-file", pki.serverCert, "--tls-key-file", pki.serverKey, "--tls-client-ca-file", kubeconfig}, free...), 1, "no PEM certificate"},
 		{"xds port in use", nil, []string{"serve", "--kubeconfig", kubeconfig, "--xds-address", busy.Addr().String(), "--admin-address", "127.0.0.1:0"}, 1, "address already in use"},
-		{"admin port in use", nil, []string{"serve", "--kubeconfig", kubeconfig, "--xds-address", "127.0.0.1:0", "--admin-address", busy.Addr().String()}, 1, "--admin-address " + busy.Addr().String()},
+		{"admin port in use", nil, []string{"serve", "--kubeconfig", kubeconfig, "--xds-address", xdsPort, "--admin-address", busy.Addr().String()}, 1, "--admin-address " + busy.Addr().String()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,6 +191,9 @@ func TestCommandLineErrors(t *testing.T) {
 			}
 		})
 	}
+	// The admin-port case had opened the xDS listener on xdsPort: it was
+	// closed again.
+	assertBindable(t, xdsPort)
 }
 
 func TestVersionAndHelp(t *testing.T) {
@@ -290,13 +297,15 @@ func testConfig(rc *rest.Config) serveConfig {
 		MaxRequestBytes:           4 << 20,
 		MaxConcurrentStreams:      math.MaxUint32,
 		ShutdownTimeout:           5 * time.Second,
+		LogLevel:                  "info",
+		LogFormat:                 "json",
 	}
 }
 
 // started runs a server until the test ends, and checks that it stops
 // cleanly and in time.
 type running struct {
-	srv    *server
+	p      *process
 	cancel context.CancelFunc
 	done   chan error
 	admin  string
@@ -305,14 +314,14 @@ type running struct {
 
 func start(t *testing.T, cfg serveConfig, log *zap.Logger) *running {
 	t.Helper()
-	srv, err := newServer(cfg, log)
+	p, err := newProcess(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{srv: srv, cancel: cancel, done: make(chan error, 1),
-		admin: "http://" + srv.adminLis.Addr().String(), xds: srv.xdsLis.Addr().String()}
-	go func() { r.done <- srv.run(ctx) }()
+	r := &running{p: p, cancel: cancel, done: make(chan error, 1),
+		admin: "http://" + p.adminLis.Addr().String(), xds: p.xdsLis.Addr().String()}
+	go func() { r.done <- p.run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
@@ -330,7 +339,7 @@ func (r *running) stop(t *testing.T) {
 		if err != nil {
 			t.Errorf("run: %v", err)
 		}
-	case <-time.After(r.srv.cfg.ShutdownTimeout + 5*time.Second):
+	case <-time.After(r.p.cfg.ShutdownTimeout + 5*time.Second):
 		t.Fatal("run did not return after cancellation")
 	}
 	http.DefaultClient.CloseIdleConnections()
@@ -352,12 +361,9 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 30*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
@@ -458,7 +464,7 @@ func TestServe(t *testing.T) {
 	// The version the server sent, to compare with what it says it serves.
 	held, _ := envoy.Held(ns + "/cart/http")
 	eventually(t, "the ACK", func() bool {
-		for _, s := range r.srv.delta.Streams() {
+		for _, s := range r.p.delta.Streams() {
 			if s.NodeID == "envoy-serve-test" && !s.LastACK.IsZero() && s.Pending == 0 {
 				return true
 			}
@@ -703,22 +709,22 @@ func TestHealthWatchEndsAtShutdown(t *testing.T) {
 func TestMaxConcurrentStreams(t *testing.T) {
 	cfg := testConfig(&rest.Config{Host: "https://127.0.0.1:1"}) // never contacted
 	cfg.MaxConcurrentStreams = 1
-	srv, err := newServer(cfg, zaptest.NewLogger(t))
+	p, err := newProcess(cfg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.closeAll()
+	defer p.closeAll()
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = srv.grpc.Serve(srv.xdsLis)
+		_ = p.grpc.Serve(p.xdsLis)
 	}()
 	defer func() {
-		srv.grpc.Stop()
+		p.grpc.Stop()
 		<-served
 	}()
 
-	conn, err := grpc.NewClient(srv.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,6 +754,9 @@ func TestMaxConcurrentStreams(t *testing.T) {
 	}
 }
 
+// TestPortInUseLeavesNothingOpen: the xDS listener, opened on a concrete
+// port before the admin port turns out to be in use, is closed again: that
+// same port can be bound afterwards.
 func TestPortInUseLeavesNothingOpen(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -756,12 +765,40 @@ func TestPortInUseLeavesNothingOpen(t *testing.T) {
 	defer busy.Close()
 	cfg := testConfig(&rest.Config{Host: "https://127.0.0.1:1"})
 	cfg.AdminAddress = busy.Addr().String()
-	cfg.XDSAddress = "127.0.0.1:0"
-	if _, err := newServer(cfg, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "address already in use") {
+	cfg.XDSAddress = freePort(t)
+	if _, err := newProcess(cfg, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("err = %v", err)
 	}
-	// The xDS listener opened before the failure was closed: its port can
-	// be bound again. (Indirect, but goleak would also catch an accept loop.)
+	assertBindable(t, cfg.XDSAddress)
+}
+
+// freePort returns a loopback HOST:PORT nothing listens on (it was bound,
+// then released).
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// assertBindable fails the test if addr cannot be listened on: a listener
+// left open holds it.
+func assertBindable(t *testing.T, addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Errorf("%s cannot be bound again, so a listener on it was left open: %v", addr, err)
+		return
+	}
+	if err := l.Close(); err != nil {
+		t.Error(err)
+	}
 }
 
 type testPKI struct {

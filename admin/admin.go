@@ -8,14 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -55,11 +53,6 @@ type Watcher interface {
 	APIServerHealth() (lastOK time.Time, err error)
 }
 
-// BuildInfo describes the running binary, for deltaeds_build_info.
-type BuildInfo struct {
-	Version, Commit, GoVersion string
-}
-
 // Registry is where metrics are registered and gathered from; a
 // *prometheus.Registry is one.
 type Registry interface {
@@ -72,13 +65,13 @@ type Config struct {
 	Store   Store
 	Streams Streams
 	Watcher Watcher
-	// Registry serves /metrics. New registers the Go and process collectors
-	// and admin's own gauges in it. Required.
+	// Registry serves /metrics. New registers the Go and process collectors,
+	// the build info (from github.com/prometheus/common/version) and admin's
+	// own gauges in it. Required.
 	Registry Registry
 	// Types are the type URLs reported; empty means xds.EndpointType.
-	Types     []string
-	BuildInfo BuildInfo
-	Logger    *zap.Logger
+	Types  []string
+	Logger *zap.Logger
 	// Now is the clock; nil means time.Now. For tests.
 	Now func() time.Time
 }
@@ -108,20 +101,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.BuildInfo.GoVersion == "" {
-		cfg.BuildInfo.GoVersion = runtime.Version()
-	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
 	s.started = s.now()
 
-	for _, c := range []prometheus.Collector{
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newCollector(s),
-	} {
-		if err := cfg.Registry.Register(c); err != nil {
-			return nil, fmt.Errorf("admin: register metrics: %w", err)
-		}
+	if err := s.registerMetrics(cfg.Registry); err != nil {
+		return nil, err
 	}
 
 	mux := http.NewServeMux()

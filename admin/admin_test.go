@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/version"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
@@ -91,7 +93,6 @@ func startWith(t *testing.T, streams admin.Streams) *env {
 	e.store.RegisterType(xds.EndpointType, nil)
 	srv, err := admin.New(admin.Config{
 		Store: e.store, Streams: streams, Watcher: e.watcher, Registry: e.reg,
-		BuildInfo: admin.BuildInfo{Version: "v1.2.3", Commit: "abc"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -354,6 +355,10 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 func TestMetrics(t *testing.T) {
+	// What `make build` sets with -ldflags.
+	oldVersion, oldRevision := version.Version, version.Revision
+	version.Version, version.Revision = "v1.2.3", "abc"
+	t.Cleanup(func() { version.Version, version.Revision = oldVersion, oldRevision })
 	e := start(t, nil)
 	delta.NewMetrics(e.reg)
 	sub := e.store.Subscribe(xds.EndpointType, make(chan struct{}, 1), 0)
@@ -383,7 +388,9 @@ func TestMetrics(t *testing.T) {
 		"deltaeds_apiserver_up 1",
 		"deltaeds_apiserver_last_event_age_seconds 60.",
 		"deltaeds_apiserver_last_contact_age_seconds 0.",
-		`deltaeds_build_info{commit="abc",go_version="go`,
+		`deltaeds_build_info{branch="",commit="abc",go_version="` + runtime.Version() + `",`,
+		`,revision="abc",`,
+		`,version="v1.2.3"} 1`,
 		"deltaeds_xds_streams 0",
 		"go_goroutines ",
 		"process_start_time_seconds ",

@@ -7,7 +7,8 @@
 //     because serving the last known endpoints is right then, and its body
 //     says so, with the age of the last API-server event and contact;
 //   - /metrics: the Prometheus registry it is given, to which it adds the Go
-//     and process collectors, the build info, and gauges read at scrape time
+//     and process collectors, the build info (client_golang's version
+//     collector over prometheus/common/version), and gauges read at scrape time
 //     from the store, the xDS server and the watcher (subscriptions, names
 //     subscribed, names subscribed that have no resource, resources in the
 //     store, the synced gate, API-server watch health);
