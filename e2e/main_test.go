@@ -22,6 +22,8 @@ import (
 	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/internal/controlplane"
 	"github.com/deltaeds/deltaeds/internal/envoyfleet"
+	"github.com/deltaeds/deltaeds/internal/scrape"
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
 
 // waitTimeout bounds every wait for something that must happen. It is generous on purpose: on 2
@@ -65,7 +67,7 @@ func runMain(m *testing.M) int {
 	}
 	// Every child (etcd, kube-apiserver, kube-controller-manager, deltaeds) must be gone and
 	// reaped by now.
-	kids, err := harness.Children()
+	kids, err := supervisor.Children()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: listing child processes: %v\n", err)
 		code = 1
@@ -94,8 +96,6 @@ func leakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		// The control plane waits for the kube-apiserver it restarts after an outage.
-		goleak.IgnoreAnyFunction("github.com/deltaeds/deltaeds/internal/controlplane.(*process).start.func1"),
 	}
 }
 
@@ -173,7 +173,10 @@ func scenario(t *testing.T, ns string) *environment {
 // checkLeaks fails the test if goroutines started during it survive its cleanups. Registered
 // first, its cleanup runs last.
 func checkLeaks(t *testing.T) {
-	opts := append(leakOptions(), goleak.IgnoreCurrent())
+	opts := append(leakOptions(), goleak.IgnoreCurrent(),
+		// The shared control plane waits for the kube-apiserver a scenario restarts after an
+		// outage until the run ends. (Every child is gone by the run's own check.)
+		goleak.IgnoreAnyFunction("github.com/deltaeds/deltaeds/internal/supervisor.(*Process).Start.func1"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			return // the failure matters more, and a failed test may leave waits behind
@@ -360,7 +363,7 @@ func (e *environment) service(t *testing.T, ns, name string, replicas int, ports
 }
 
 // metrics scrapes deltaeds' /metrics or fails the test.
-func metrics(t *testing.T, p *harness.Deltaeds) harness.Metrics {
+func metrics(t *testing.T, p *harness.Deltaeds) scrape.Metrics {
 	t.Helper()
 	m, err := p.Metrics(waitCtx(t))
 	if err != nil {
@@ -380,7 +383,8 @@ type applied struct {
 }
 
 // recorder keeps every update and removal the clients of a fleet apply, in order per client;
-// pass its onApply as FleetOptions.OnApply.
+// pass its onApply as envoyfleet.Options.OnApply; envoysim calls it before a
+// WaitFor sees the response, so a test that waited for a response finds it recorded.
 type recorder struct {
 	mu     sync.Mutex
 	events []applied
@@ -400,31 +404,6 @@ func (r *recorder) onApply(i int, c *envoysim.Client, a envoysim.Applied) {
 	r.mu.Lock()
 	r.events = append(r.events, evs...)
 	r.mu.Unlock()
-}
-
-// waitRecorded waits until every one of clients clients has an event about name recorded
-// after mark. envoysim calls OnApply after it has made the response visible to waiters, so a
-// waitAll that saw a resource can return before the recorder has it.
-func (r *recorder) waitRecorded(t *testing.T, mark, clients int, name string) {
-	t.Helper()
-	ctx := waitCtx(t)
-	for {
-		done := true
-		for i := range clients {
-			if len(r.since(mark, i, name)) == 0 {
-				done = false
-				break
-			}
-		}
-		if done {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for every client's %s to be recorded: %v", name, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
 
 // mark returns a position to pass to since.

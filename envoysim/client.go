@@ -70,7 +70,10 @@ type Client struct {
 	// changed is closed (and reset to nil) on every change of state; it is
 	// created only when a WaitFor needs it, so changes cost nothing when
 	// nobody waits.
-	changed    chan struct{}
+	changed chan struct{}
+	// applying is set while Config.OnApply runs for a response already
+	// applied: WaitFor holds its predicate until OnApply has returned.
+	applying   bool
 	stats      Stats // Violations kept separately, see violations
 	violations []Violation
 }
@@ -313,11 +316,12 @@ func (c *Client) Violations() []Violation {
 
 // WaitFor blocks until pred holds over the client's state, ctx is done, or
 // the client stops. pred is evaluated at once and again after every change,
-// under the client's lock: it must be quick and must not call the Client.
+// under the client's lock: it must be quick and must not call the Client. A
+// response is visible to pred only once Config.OnApply has returned for it.
 func (c *Client) WaitFor(ctx context.Context, pred func(State) bool) error {
 	for {
 		c.mu.Lock()
-		if pred(State{c}) {
+		if !c.applying && pred(State{c}) {
 			c.mu.Unlock()
 			return nil
 		}

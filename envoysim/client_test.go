@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -509,6 +510,41 @@ func TestOnApply(t *testing.T) {
 	case a := <-applied:
 		t.Errorf("NACKed response reported: %+v", a)
 	default:
+	}
+}
+
+// No WaitFor sees a response before OnApply has returned for it: a test that waited for a
+// response finds whatever its OnApply recorded about it.
+func TestOnApplyReturnsBeforeWaitersSeeTheResponse(t *testing.T) {
+	var (
+		c         *Client
+		mu        sync.Mutex
+		recorded  []string
+		seenEarly = make(chan error, 1)
+	)
+	held := func(s State) bool { h, ok := s.Held("a"); return ok && h.Version == "v1" }
+	c, fs := connect(t, Config{OnApply: func(a Applied) {
+		// The response is applied, but a waiter must not see it yet: WaitFor with a context
+		// already done returns nil only if the predicate held at once.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		seenEarly <- c.WaitFor(ctx, held)
+		mu.Lock()
+		for _, u := range a.Updated {
+			recorded = append(recorded, u.Name+"@"+u.Version)
+		}
+		mu.Unlock()
+	}}, "a")
+	fs.exchange(t, resp("n1", nil, res(t, "a", "v1")))
+	waitFor(t, c, "a@v1", held)
+	mu.Lock()
+	got := slices.Clone(recorded)
+	mu.Unlock()
+	if !slices.Equal(got, []string{"a@v1"}) {
+		t.Errorf("after WaitFor saw a@v1, OnApply had recorded %v", got)
+	}
+	if err := <-seenEarly; err == nil {
+		t.Error("a WaitFor saw the response while OnApply was still running")
 	}
 }
 

@@ -125,7 +125,14 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 	}
 	st.acks = append(st.acks, ack{nonce: nonce, reason: reason})
 	st.wakeWriter()
-	c.notifyLocked()
+	if report {
+		// Waiters are woken only once OnApply has returned (below), and WaitFor does not look
+		// at the state meanwhile: whoever sees this response in a WaitFor also sees what
+		// OnApply did with it.
+		c.applying = true
+	} else {
+		c.notifyLocked()
+	}
 	c.mu.Unlock()
 
 	if reason != "" {
@@ -136,6 +143,10 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 	}
 	if report {
 		c.cfg.OnApply(applied)
+		c.mu.Lock()
+		c.applying = false
+		c.notifyLocked()
+		c.mu.Unlock()
 	}
 }
 

@@ -60,8 +60,9 @@ type Config struct {
 	// routes to; no version of the response is recorded. It runs like NACK.
 	Reject func(name string, resource proto.Message) error
 	// OnApply, if set, is called after each accepted response has been
-	// applied. It runs on the receive goroutine, so a slow OnApply is a slow
-	// Envoy: the client stops reading until it returns.
+	// applied, and before any WaitFor sees the response: whoever waited for
+	// it finds what OnApply did. It runs on the receive goroutine, so a slow
+	// OnApply is a slow Envoy: the client stops reading until it returns.
 	OnApply func(Applied)
 
 	// Logger receives the client's logs; nil means none.

@@ -25,6 +25,7 @@ import (
 	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/internal/controlplane"
 	"github.com/deltaeds/deltaeds/internal/envoyfleet"
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
 
 // config is the command line.
@@ -431,7 +432,7 @@ func (d *demo) cleanup(interrupted bool) error {
 			errs = append(errs, fmt.Errorf("removing %s: %w", d.dir, err))
 		}
 	}
-	kids, err := harness.Children()
+	kids, err := supervisor.Children()
 	if err != nil {
 		errs = append(errs, err)
 	}

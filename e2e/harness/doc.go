@@ -4,9 +4,10 @@
 //
 // It owns:
 //   - building deltaeds from the module's source into a temporary folder (go build is cached,
-//     so a stale binary is never run) and running it as a child process: flags, free ports,
-//     readiness through /readyz, its log file, graceful stop (SIGTERM) with a deadline, restart
-//     on the same ports, kill, RSS and /metrics scraping;
+//     so a stale binary is never run) and running it as a child process (StartDeltaeds, on
+//     internal/supervisor): its flags, free ports, readiness through /readyz, graceful stop
+//     (SIGTERM) with a deadline, restart on the same ports, kill, RSS and /metrics scraping
+//     (internal/scrape);
 //   - playing the kubelet and the Deployment controller on top of controlplane's helpers:
 //     zoned nodes, pods with IPs from a private range, readiness flips, and rolling restarts
 //     with maxSurge/maxUnavailable whose old pods drain as terminating before they go;
@@ -14,8 +15,8 @@
 //     themselves are internal/envoyfleet's;
 //   - test-only plumbing: a TCP proxy that moves clients between replicas, throwaway mTLS
 //     certificates, a propagation-latency tracker (split into the controller's part and
-//     deltaeds' with an EndpointSlice watcher of its own), a small /metrics parser, and a check
-//     for leftover child processes.
+//     deltaeds' with an EndpointSlice watcher of its own), and Eventually, a poll on
+//     k8s.io/apimachinery's wait.
 //
 // It must never:
 //   - be imported by the product binary or by the packages it tests (xds, delta, watch,

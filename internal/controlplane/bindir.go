@@ -34,16 +34,17 @@ func BinDir() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("controlplane: locating .testbin: %w", err)
 	}
-	root, err := moduleRoot(wd)
+	root, err := ModuleRoot(wd)
 	if err != nil {
 		return "", fmt.Errorf("controlplane: locating .testbin (set %s to override): %w", EnvTestbin, err)
 	}
 	return filepath.Join(root, ".testbin"), nil
 }
 
-// moduleRoot walks up from dir to the folder whose go.mod declares the main module. Other go.mod
+// ModuleRoot walks up from dir to the folder whose go.mod declares the main module (where
+// .testbin/ lives and deltaeds is built from). Other go.mod
 // files on the way (nested modules) are passed over.
-func moduleRoot(dir string) (string, error) {
+func ModuleRoot(dir string) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err

@@ -18,6 +18,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
 
 // Component names, as used by LogTail and in log prefixes.
@@ -31,9 +33,6 @@ const (
 // context has no earlier deadline. Generous: on 2 cores with other test packages running, a cold
 // kube-apiserver can take tens of seconds.
 const DefaultStartTimeout = 2 * time.Minute
-
-// portAttempts is how many times Start picks new ports when a child reports its port taken.
-const portAttempts = 3
 
 // Options configures Start. The zero value starts etcd and kube-apiserver only.
 type Options struct {
@@ -66,9 +65,9 @@ type ControlPlane struct {
 	pki  *pki
 
 	mu         sync.Mutex // guards the processes and stopped
-	etcd       *process
-	apiserver  *process
-	kcm        *process // nil unless Options.ControllerManager
+	etcd       *supervisor.Process
+	apiserver  *supervisor.Process
+	kcm        *supervisor.Process // nil unless Options.ControllerManager
 	stopped    bool
 	logMu      sync.Mutex // serializes writes to Options.LogTo
 	etcdURL    string
@@ -123,12 +122,12 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	return cp, nil
 }
 
-func (cp *ControlPlane) newProcess(name, path string) *process {
-	p := &process{name: name, path: path, logPath: filepath.Join(cp.dir, name+".log")}
+func (cp *ControlPlane) newProcess(name, path string) *supervisor.Process {
+	spec := supervisor.Spec{Name: name, Path: path, LogPath: filepath.Join(cp.dir, name+".log")}
 	if cp.opts.LogTo != nil {
-		p.logTo = &prefixWriter{mu: &cp.logMu, w: cp.opts.LogTo, prefix: []byte("[" + name + "] ")}
+		spec.LogTo = &prefixWriter{mu: &cp.logMu, w: cp.opts.LogTo, prefix: []byte("[" + name + "] ")}
 	}
-	return p
+	return supervisor.New(spec)
 }
 
 func (cp *ControlPlane) start(ctx context.Context) error {
@@ -177,18 +176,22 @@ func (cp *ControlPlane) start(ctx context.Context) error {
 	return nil
 }
 
-// startEtcd starts etcd on fresh ports, retrying when one was taken meanwhile.
+// startEtcd starts etcd on fresh ports, picking others when one was taken meanwhile.
 func (cp *ControlPlane) startEtcd(ctx context.Context) error {
-	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(2)
+	dataDir := filepath.Join(cp.dir, "etcd-data")
+	pick := func() error {
+		ports, err := supervisor.FreePorts(2)
 		if err != nil {
 			return err
 		}
+		if err := os.RemoveAll(dataDir); err != nil { // a failed attempt's
+			return fmt.Errorf("removing %s: %w", dataDir, err)
+		}
 		client := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 		peer := "http://127.0.0.1:" + strconv.Itoa(ports[1])
-		cp.etcd.args = []string{
+		cp.etcd.SetArgs([]string{
 			"--name=deltaeds-test",
-			"--data-dir=" + filepath.Join(cp.dir, "etcd-data"),
+			"--data-dir=" + dataDir,
 			"--listen-client-urls=" + client,
 			"--advertise-client-urls=" + client,
 			"--listen-peer-urls=" + peer,
@@ -196,36 +199,29 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 			"--initial-cluster=deltaeds-test=" + peer,
 			"--initial-cluster-state=new",
 			"--unsafe-no-fsync",
-		}
-		cp.etcdURL = client
-		if err := cp.etcd.start(); err != nil {
-			return err
-		}
-		err = waitReady(ctx, cp.etcd, func(ctx context.Context) (string, error) {
-			return getOK(ctx, plainHTTP, client+"/health", `"health":"true"`)
 		})
-		if err == nil {
-			return nil
-		}
-		if attempt < portAttempts && cp.etcd.exited() && cp.etcd.portInUse() {
-			_ = cp.etcd.stop() // it exited by itself; retry on other ports
-			_ = os.RemoveAll(filepath.Join(cp.dir, "etcd-data"))
-			continue
-		}
+		cp.etcdURL = client
+		return nil
+	}
+	err := cp.etcd.StartReady(ctx, func(ctx context.Context) error {
+		return getOK(ctx, plainHTTP, cp.etcdURL+"/health", `"health":"true"`)
+	}, pick)
+	if err != nil {
 		return fmt.Errorf("starting etcd: %w", err)
 	}
+	return nil
 }
 
-// startFirstAPIServer picks kube-apiserver's port and starts it, retrying on other ports when
-// the chosen one was taken meanwhile. The port then stays the same across StartAPIServer.
+// startFirstAPIServer picks kube-apiserver's port and starts it, picking another when the chosen
+// one was taken meanwhile. The port then stays the same across StartAPIServer.
 func (cp *ControlPlane) startFirstAPIServer(ctx context.Context, files pkiFiles) error {
-	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(1)
+	pick := func() error {
+		ports, err := supervisor.FreePorts(1)
 		if err != nil {
 			return err
 		}
 		cp.apiURL = "https://127.0.0.1:" + strconv.Itoa(ports[0])
-		cp.apiserver.args = append([]string{
+		cp.apiserver.SetArgs(append([]string{
 			"--etcd-servers=" + cp.etcdURL,
 			"--bind-address=127.0.0.1",
 			"--secure-port=" + strconv.Itoa(ports[0]),
@@ -242,34 +238,24 @@ func (cp *ControlPlane) startFirstAPIServer(ctx context.Context, files pkiFiles)
 			"--service-cluster-ip-range=10.0.0.0/24",
 			"--allow-privileged=true",
 			"--cert-dir=" + filepath.Join(cp.dir, "apiserver-certs"), // unused: certificates are given
-		}, cp.opts.APIServerArgs...)
-		err = cp.startAPIServerLocked(ctx)
-		if err == nil {
-			return nil
-		}
-		if attempt < portAttempts && cp.apiserver.exited() && cp.apiserver.portInUse() {
-			continue
-		}
-		return err
+		}, cp.opts.APIServerArgs...))
+		return nil
 	}
+	return cp.startAPIServerLocked(ctx, pick)
 }
 
-// startAPIServerLocked starts kube-apiserver with its current flags and waits for /readyz.
-func (cp *ControlPlane) startAPIServerLocked(ctx context.Context) error {
-	if err := cp.apiserver.start(); err != nil {
-		return err
-	}
+// startAPIServerLocked starts kube-apiserver and waits for /readyz; pick is as in
+// supervisor.Process.StartReady (nil keeps the port).
+func (cp *ControlPlane) startAPIServerLocked(ctx context.Context, pick func() error) error {
 	client := cp.adminHTTPClient()
-	err := waitReady(ctx, cp.apiserver, func(ctx context.Context) (string, error) {
-		if _, err := getOK(ctx, client, cp.apiURL+"/readyz", "ok"); err != nil {
+	err := cp.apiserver.StartReady(ctx, func(ctx context.Context) error {
+		if err := getOK(ctx, client, cp.apiURL+"/readyz", "ok"); err != nil {
 			// The verbose form names the checks still failing.
-			body, _ := getOK(ctx, client, cp.apiURL+"/readyz?verbose", "")
-			return body, err
+			return fmt.Errorf("%w; %s", err, strings.TrimSpace(getBody(ctx, client, cp.apiURL+"/readyz?verbose")))
 		}
-		return "", nil
-	})
+		return nil
+	}, pick)
 	if err != nil {
-		_ = cp.apiserver.stop() // err has the log tail already
 		return fmt.Errorf("starting kube-apiserver at %s: %w", cp.apiURL, err)
 	}
 	return nil
@@ -290,59 +276,32 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 	if err := os.WriteFile(kc, kubeconfig(cp.apiURL, cp.pki.ca.CertPEM, "system:kube-controller-manager", cp.pki.controllerManager), 0o600); err != nil {
 		return fmt.Errorf("writing the controller-manager kubeconfig: %w", err)
 	}
-	cp.kcm.args = []string{
+	cp.kcm.SetArgs([]string{
 		"--kubeconfig=" + kc,
 		"--controllers=" + strings.Join(append([]string{"endpointslice", "endpointslicemirroring"}, cp.opts.ExtraControllers...), ","),
 		"--leader-elect=false",
 		"--secure-port=0",
-	}
-	if err := cp.kcm.start(); err != nil {
-		return err
-	}
-	err := waitReady(ctx, cp.kcm, func(context.Context) (string, error) {
-		log, err := os.ReadFile(cp.kcm.logPath)
+	})
+	// It binds no port (--secure-port=0), so a run never fails for a port in use.
+	err := cp.kcm.StartReady(ctx, func(context.Context) error {
+		log, err := os.ReadFile(cp.kcm.LogPath())
 		if err != nil {
-			return "", err
+			return err
 		}
 		for _, m := range kcmReadyMarkers {
 			if !bytes.Contains(log, []byte(m)) {
-				return "", fmt.Errorf("no %s in the log yet", m)
+				return fmt.Errorf("no %s in the log yet", m)
 			}
 		}
 		if n := bytes.Count(log, []byte(`"Caches are synced"`)); n < len(kcmReadyMarkers) {
-			return "", fmt.Errorf("caches not synced yet")
+			return fmt.Errorf("caches not synced yet")
 		}
-		return "", nil
-	})
+		return nil
+	}, nil)
 	if err != nil {
 		return fmt.Errorf("starting kube-controller-manager: %w", err)
 	}
 	return nil
-}
-
-// waitReady polls check until it succeeds, p exits, or ctx ends; errors carry p's log tail.
-func waitReady(ctx context.Context, p *process, check func(context.Context) (string, error)) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		detail, err := check(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("%s exited before it was ready: %v%s", p.name, p.waitErr, p.tailForError())
-		}
-		select {
-		case <-ctx.Done():
-			if detail != "" {
-				detail = "\n" + strings.TrimSpace(detail)
-			}
-			return fmt.Errorf("%s not ready: %w (last check: %v)%s%s", p.name, ctx.Err(), err, detail, p.tailForError())
-		case <-tick.C:
-		}
-	}
 }
 
 // plainHTTP talks to etcd. No keep-alive: no idle connection (and goroutine) outlives a check.
@@ -364,25 +323,41 @@ func (cp *ControlPlane) adminHTTPClient() *http.Client {
 }
 
 // getOK GETs url and fails unless the status is 200 and the body contains want.
-func getOK(ctx context.Context, c *http.Client, url, want string) (string, error) {
+func getOK(ctx context.Context, c *http.Client, url, want string) error {
+	code, body, err := get(ctx, c, url)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK || !strings.Contains(body, want) {
+		return fmt.Errorf("GET %s: %d", url, code)
+	}
+	return nil
+}
+
+// getBody GETs url and returns its body, or the error.
+func getBody(ctx context.Context, c *http.Client, url string) string {
+	_, body, err := get(ctx, c, url)
+	if err != nil {
+		return err.Error()
+	}
+	return body
+}
+
+func get(ctx context.Context, c *http.Client, url string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	body := string(b)
 	if err != nil {
-		return body, fmt.Errorf("reading %s: %w", url, err)
+		return resp.StatusCode, string(b), fmt.Errorf("reading %s: %w", url, err)
 	}
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
-		return body, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return body, nil
+	return resp.StatusCode, string(b), nil
 }
 
 // RESTConfig returns a copy of the admin client configuration (a system:masters identity;
@@ -408,9 +383,9 @@ func (cp *ControlPlane) Dir() string { return cp.dir }
 // LogTail returns the last n lines of a component's log (Etcd, APIServer or ControllerManager),
 // for a failing test to print. The logs live in Dir until Stop.
 func (cp *ControlPlane) LogTail(component string, n int) string {
-	for _, p := range []*process{cp.etcd, cp.apiserver, cp.kcm} {
-		if p != nil && p.name == component {
-			return p.tail(n)
+	for _, p := range []*supervisor.Process{cp.etcd, cp.apiserver, cp.kcm} {
+		if p != nil && p.Name() == component {
+			return p.Tail(n)
 		}
 	}
 	return fmt.Sprintf("(no component %q)", component)
@@ -425,7 +400,7 @@ func (cp *ControlPlane) StopAPIServer() error {
 	if cp.stopped {
 		return errors.New("controlplane: StopAPIServer after Stop")
 	}
-	if err := cp.apiserver.stop(); err != nil {
+	if err := cp.apiserver.Kill(); err != nil {
 		return fmt.Errorf("controlplane: stopping kube-apiserver: %w", err)
 	}
 	return nil
@@ -440,26 +415,16 @@ func (cp *ControlPlane) StartAPIServer() error {
 	if cp.stopped {
 		return errors.New("controlplane: StartAPIServer after Stop")
 	}
-	if !cp.apiserver.exited() {
+	if !cp.apiserver.Exited() {
 		return errors.New("controlplane: StartAPIServer: kube-apiserver is running")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cp.opts.StartTimeout)
 	defer cancel()
-	for {
-		err := cp.startAPIServerLocked(ctx)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() == nil && cp.apiserver.portInUse() {
-			// The old socket or another process still holds the port: wait and retry.
-			select {
-			case <-ctx.Done():
-			case <-time.After(500 * time.Millisecond):
-				continue
-			}
-		}
+	// The old socket or another process may still hold the port: StartReady retries on it.
+	if err := cp.startAPIServerLocked(ctx, nil); err != nil {
 		return fmt.Errorf("controlplane: restarting kube-apiserver: %w", err)
 	}
+	return nil
 }
 
 // Stop kills every process, waits for them and removes the temporary folder. It returns an error
@@ -474,9 +439,10 @@ func (cp *ControlPlane) Stop() error {
 	cp.stopped = true
 	var errs []error
 	// Clients first, then the server, then its storage.
-	for _, p := range []*process{cp.kcm, cp.apiserver, cp.etcd} {
+	// SIGKILL: teardown needs no graceful shutdown, and it is immediate.
+	for _, p := range []*supervisor.Process{cp.kcm, cp.apiserver, cp.etcd} {
 		if p != nil {
-			errs = append(errs, p.stop())
+			errs = append(errs, p.Kill())
 		}
 	}
 	if err := os.RemoveAll(cp.dir); err != nil {

@@ -18,6 +18,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -188,22 +189,22 @@ func (b *syncBuffer) String() string {
 // waitEndpoints waits until the Service's EndpointSlices list exactly want, each "IP state".
 func waitEndpoints(ctx context.Context, t *testing.T, c kubernetes.Interface, ns, svc string, want []string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var got []string
-	for {
+	var (
+		got  []string
+		last error
+	)
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
 		list, err := c.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{
 			LabelSelector: discoveryv1.LabelServiceName + "=" + svc,
 		})
-		if err == nil {
-			got = endpointStates(list.Items)
-			if slices.Equal(got, want) {
-				return
-			}
+		if last = err; err != nil {
+			return false, nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("EndpointSlices of %s/%s: got %q (last error %v), want %q", ns, svc, got, err, want)
-		}
-		time.Sleep(100 * time.Millisecond)
+		got = endpointStates(list.Items)
+		return slices.Equal(got, want), nil
+	})
+	if err != nil {
+		t.Fatalf("EndpointSlices of %s/%s: got %q (last error %v), want %q: %v", ns, svc, got, last, want, err)
 	}
 }
 
@@ -252,26 +253,9 @@ func TestBinDirWalksUpToModuleRoot(t *testing.T) {
 	}
 }
 
-func TestLastLines(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		n    int
-		want string
-	}{
-		{"a\nb\nc\n", 2, "b\nc\n"},
-		{"a\nb\nc", 5, "a\nb\nc\n"},
-		{"", 3, "\n"},
-		{"only\n", 1, "only\n"},
-	} {
-		if got := lastLines([]byte(tc.in), tc.n); got != tc.want {
-			t.Errorf("lastLines(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
-		}
-	}
-}
-
 // TestNotImportedByProduct guards the package's first rule: the product binary never links it.
 func TestNotImportedByProduct(t *testing.T) {
-	root, err := moduleRoot(".")
+	root, err := ModuleRoot(".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,10 +265,14 @@ func TestNotImportedByProduct(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list -deps of the product: %v", err)
 	}
-	const self = modulePath + "/e2e/"
+	// The test-only packages: everything under e2e/ and this package's neighbours in internal/.
+	testOnly := []string{"/e2e/", "/envoysim", "/internal/controlplane", "/internal/testpki",
+		"/internal/supervisor", "/internal/envoyfleet", "/internal/scrape"}
 	for _, pkg := range strings.Fields(string(out)) {
-		if strings.HasPrefix(pkg, self) {
-			t.Errorf("the product binary imports %s", pkg)
+		for _, p := range testOnly {
+			if strings.HasPrefix(pkg, modulePath+p) {
+				t.Errorf("the product binary imports %s", pkg)
+			}
 		}
 	}
 }
