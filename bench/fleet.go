@@ -11,9 +11,11 @@ import (
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/deltaeds/deltaeds/bench/control"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 )
 
 // tracker attributes each applied CLA version to the change that produced
@@ -133,6 +135,7 @@ func (t *tracker) result() (sent, done int, lat []time.Duration) {
 type fleet struct {
 	g       *gen
 	clients []*envoysim.Client
+	ef      *envoyfleet.Fleet
 	tr      *tracker
 }
 
@@ -142,33 +145,30 @@ type fleet struct {
 const maxRecvMsgSize = 1 << 30
 
 func startFleet(ctx context.Context, addr string, g *gen) (*fleet, error) {
-	f := &fleet{g: g, clients: make([]*envoysim.Client, len(g.subs)), tr: newTracker(g)}
-	for i := range f.clients {
-		i := i
-		f.clients[i] = envoysim.New(envoysim.Config{
-			Target:      addr,
-			NodeID:      fmt.Sprintf("envoy-%04d", i),
-			Cluster:     "bench",
-			Wildcard:    g.subs[i] == nil,
-			DialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize))},
-			OnApply:     func(a envoysim.Applied) { f.onApply(i, a) },
-		})
-		f.clients[i].Subscribe(g.subscribedNames(i)...)
+	f := &fleet{g: g, tr: newTracker(g)}
+	ef, err := envoyfleet.Start(ctx, envoyfleet.Options{
+		Size:        len(g.subs),
+		Target:      addr,
+		DialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize))},
+		Subscribe:   g.subscribedNames,
+		OnApply:     f.onApply,
+		Configure: func(i int, cfg *envoysim.Config) {
+			cfg.NodeID = fmt.Sprintf("envoy-%04d", i)
+			cfg.Cluster = "bench"
+			cfg.Wildcard = g.subs[i] == nil
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
-	for i, c := range f.clients {
-		if err := c.Start(ctx); err != nil {
-			f.close()
-			return nil, fmt.Errorf("start client %d: %w", i, err)
-		}
-	}
+	f.ef, f.clients = ef, ef.Clients
 	return f, nil
 }
 
-func (f *fleet) onApply(client int, a envoysim.Applied) {
+func (f *fleet) onApply(client int, c *envoysim.Client, a envoysim.Applied) {
 	if !f.tr.armed.Load() || len(a.Updated) == 0 {
 		return
 	}
-	c := f.clients[client]
 	items := make([]applied, 0, len(a.Updated))
 	for _, u := range a.Updated {
 		// A change is delivered when the client routes with it. OnApply runs
@@ -193,21 +193,12 @@ func (f *fleet) onApply(client int, a envoysim.Applied) {
 // wants. Every name the bench subscribes to has a CLA, so no route is an
 // empty stand-in for a missing one.
 func (f *fleet) waitSynced(ctx context.Context) error {
-	errs := make(chan error, len(f.clients))
-	for i, c := range f.clients {
+	err := f.ef.WaitEach(ctx, func(i int) func(envoysim.State) bool {
 		want := f.g.expected(i)
-		go func() {
-			errs <- c.WaitFor(ctx, func(s envoysim.State) bool { return s.RouteLen() >= want })
-		}()
-	}
-	var all []error
-	for range f.clients {
-		if err := <-errs; err != nil {
-			all = append(all, err)
-		}
-	}
-	if len(all) > 0 {
-		return fmt.Errorf("fleet sync: %d of %d clients not synced: %w", len(all), len(f.clients), all[0])
+		return func(s envoysim.State) bool { return s.RouteLen() >= want }
+	})
+	if err != nil {
+		return fmt.Errorf("fleet sync: %w", err)
 	}
 	return nil
 }
@@ -221,17 +212,15 @@ type fleetStats struct {
 }
 
 func (f *fleet) stats() fleetStats {
-	var s fleetStats
-	s.perClientStreams = make([]uint64, len(f.clients))
+	sum := f.ef.Stats()
+	s := fleetStats{
+		Responses: sum.Responses, Resources: sum.Resources, Bytes: sum.Bytes,
+		Requests: sum.Requests, Streams: sum.Streams, Violations: len(sum.Violations),
+		perClientStreams: make([]uint64, len(f.clients)),
+	}
 	for i, c := range f.clients {
 		st := c.Stats()
-		s.Responses += st.Responses
-		s.Resources += st.Resources
-		s.Bytes += st.Bytes
-		s.Requests += st.Requests
-		s.Streams += st.Streams
 		s.perClientStreams[i] = st.Streams
-		s.Violations += len(st.Violations)
 		for _, v := range st.Violations {
 			if len(s.Samples) < 5 {
 				s.Samples = append(s.Samples, fmt.Sprintf("envoy-%04d: %s", i, v))
@@ -244,38 +233,27 @@ func (f *fleet) stats() fleetStats {
 // waitReconnected waits until every client opened a stream beyond before,
 // then until the fleet has been quiet (no response, no request) for quiet.
 func (f *fleet) waitReconnected(ctx context.Context, before fleetStats, quiet time.Duration) (reconnected time.Time, err error) {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		s := f.stats()
-		all := true
-		for i, n := range s.perClientStreams {
+	err = wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(context.Context) (bool, error) {
+		for i, n := range f.stats().perClientStreams {
 			if n <= before.perClientStreams[i] {
-				all = false
-				break
+				return false, nil
 			}
 		}
-		if all {
-			reconnected = time.Now()
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("fleet reconnect: %w", ctx.Err())
-		case <-tick.C:
-		}
+		return true, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("fleet reconnect: %w", err)
 	}
+	reconnected = time.Now()
 	last, since := f.stats(), time.Now()
-	for time.Since(since) < quiet {
-		select {
-		case <-ctx.Done():
-			return reconnected, fmt.Errorf("fleet reconnect: waiting for quiet: %w", ctx.Err())
-		case <-time.After(quiet / 10):
-		}
-		s := f.stats()
-		if s.Responses != last.Responses || s.Requests != last.Requests {
+	err = wait.PollUntilContextCancel(ctx, quiet/10, false, func(context.Context) (bool, error) {
+		if s := f.stats(); s.Responses != last.Responses || s.Requests != last.Requests {
 			last, since = s, time.Now()
 		}
+		return time.Since(since) >= quiet, nil
+	})
+	if err != nil {
+		return reconnected, fmt.Errorf("fleet reconnect: waiting for quiet: %w", err)
 	}
 	return reconnected, nil
 }
@@ -348,19 +326,6 @@ func sameEndpoints(cla *endpointv3.ClusterLoadAssignment, want []control.Endpoin
 }
 
 // close stops every client and waits for them.
-func (f *fleet) close() {
-	var wg sync.WaitGroup
-	for _, c := range f.clients {
-		if c == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = c.Close()
-		}()
-	}
-	wg.Wait()
-}
+func (f *fleet) close() { f.ef.Close() }
 
 var errIncomplete = errors.New("not every change reached every subscriber in time")
