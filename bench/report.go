@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/deltaeds/deltaeds/bench/control"
 )
@@ -34,19 +36,18 @@ type Machine struct {
 
 // loadAvg1 reads the 1-minute load average.
 func loadAvg1() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
+	la, err := fs.LoadAvg()
+	if err != nil {
 		return 0
 	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
+	return la.Load1
 }
 
-// ReadMachine reads the machine's facts from /proc and the Go runtime.
+// ReadMachine reads the machine's facts from /proc (through procfs), uname and the Go runtime.
 func ReadMachine() Machine {
 	m := Machine{
 		CPUs:       runtime.NumCPU(),
@@ -54,39 +55,18 @@ func ReadMachine() Machine {
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		Platform:   runtime.GOOS + "/" + runtime.GOARCH,
 	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, ok := strings.Cut(sc.Text(), ":")
-			if !ok {
-				continue
-			}
-			switch strings.TrimSpace(k) {
-			case "model name":
-				if m.CPUModel == "" {
-					m.CPUModel = strings.TrimSpace(v)
-				}
-			case "cpu MHz":
-				if m.CPUMHz == 0 {
-					m.CPUMHz, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
-				}
-			}
+	if fs, err := procfs.NewDefaultFS(); err == nil {
+		if cpus, err := fs.CPUInfo(); err == nil && len(cpus) > 0 {
+			m.CPUModel, m.CPUMHz = cpus[0].ModelName, cpus[0].CPUMHz
 		}
-		_ = f.Close()
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-				if f := strings.Fields(rest); len(f) > 0 {
-					kib, _ := strconv.ParseFloat(f[0], 64)
-					m.MemoryGiB = math.Round(kib/(1<<20)*10) / 10
-				}
-			}
+		if mi, err := fs.Meminfo(); err == nil && mi.MemTotal != nil {
+			m.MemoryGiB = math.Round(float64(*mi.MemTotal)/(1<<20)*10) / 10 // MemTotal is in KiB
 		}
 	}
 	m.LoadAvg = loadAvg1()
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
+	var u unix.Utsname
+	if err := unix.Uname(&u); err == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
 	return m
 }

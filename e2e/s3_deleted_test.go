@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -21,7 +22,9 @@ import (
 // Service goes the same way, its other port untouched.
 //
 // The three cases touch different Services and run in lockstep, so the scenario lasts one grace
-// period.
+// period. The port is dropped once every client has the Services' empty CLAs, so its removal,
+// which comes a grace period later, also marks the time by which a wrong removal of the
+// re-created Service would have come: no sleep, and no assertion on how long anything took.
 func TestServiceDeleted(t *testing.T) {
 	const (
 		ns    = "s3-deleted"
@@ -50,7 +53,8 @@ func TestServiceDeleted(t *testing.T) {
 	waitAll(t, "every Service (wildcard subscriber)", wild, every)
 	ctx := t.Context()
 
-	// Delete two Services and drop one port of a third.
+	// Delete two Services; at once, empty CLAs, not removals: every client routes to nothing
+	// for them.
 	mark, wmark := rec.mark(), wrec.mark()
 	deleted := time.Now()
 	for _, svc := range []string{"gone", "back"} {
@@ -58,6 +62,11 @@ func TestServiceDeleted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	deletedNothing := holdsAll(routesNothing(goneName), routesNothing(backName))
+	waitAll(t, "empty CLAs", f, deletedNothing)
+	waitAll(t, "empty CLAs (wildcard subscriber)", wild, deletedNothing)
+
+	// Then drop one port of a third.
 	svcs := e.cp.Client().CoreV1().Services(ns)
 	svc, err := svcs.Get(ctx, "ports", metav1.GetOptions{})
 	if err != nil {
@@ -71,10 +80,8 @@ func TestServiceDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// At once: empty CLAs, not removals; every client routes to nothing for them.
-	nothing := holdsAll(routesNothing(goneName), routesNothing(backName), routesNothing(droppedName))
-	waitAll(t, "empty CLAs", f, nothing)
-	waitAll(t, "empty CLAs (wildcard subscriber)", wild, nothing)
+	waitAll(t, "an empty CLA for the dropped port", f, routesNothing(droppedName))
+	waitAll(t, "an empty CLA for the dropped port (wildcard subscriber)", wild, routesNothing(droppedName))
 
 	// Re-created within the grace period, "back" gets its endpoints again.
 	if _, err := e.cluster.CreateService(ctx, ns, "back", back.Labels(), []harness.ServicePort{httpPort}); err != nil {
@@ -83,16 +90,21 @@ func TestServiceDeleted(t *testing.T) {
 	recreated := time.Since(deleted)
 	waitAll(t, "the re-created Service's endpoints", f, holds(backName, back.IPs(), nil))
 	waitAll(t, "the re-created Service's endpoints (wildcard subscriber)", wild, holds(backName, back.IPs(), nil))
-	if recreated >= grace {
-		t.Fatalf("re-creating the Service took %s, longer than the grace period %s: the machine is too slow for this check", recreated, grace)
+	backAgain := wrec.mark() // the wildcard subscriber's events from here on follow the re-creation
+	// The checks of the re-created Service need it back within the grace period; a machine
+	// slow enough to miss that is reported, not failed: deltaeds then rightly removes it.
+	inTime := recreated < grace
+	t.Logf("the Service was re-created %s after the deletion (grace period %s)", recreated.Round(100*time.Millisecond), grace)
+	if !inTime {
+		t.Logf("re-created after the grace period: the checks that it was never removed do not apply")
 	}
 
 	// After the grace period: removals for the deleted Service and the dropped port, to the
 	// wildcard subscriber.
 	waitAll(t, "the removals at the wildcard subscriber", wild, func(s envoysim.State) bool { return s.Removed(goneName) && s.Removed(droppedName) })
 	t.Logf("removals reached the wildcard subscriber %s after the deletion (grace period %s)", time.Since(deleted).Round(100*time.Millisecond), grace)
-	// Outlive the grace period, then look back: a removal of "back" would have come by now.
-	time.Sleep(time.Until(deleted.Add(grace + 5*time.Second)))
+	// The dropped port's grace period started after the re-created Service's: a removal of it
+	// would have come by now.
 
 	// The wildcard subscriber: for the deleted Service and the dropped port, updates (the last
 	// of them empty), then exactly one removal, last, a grace period after the empty CLA.
@@ -111,15 +123,15 @@ func TestServiceDeleted(t *testing.T) {
 				t.Errorf("wildcard subscriber %s: removed twice: %+v", name, evs)
 			}
 		}
-		// The grace period runs on deltaeds' clock from when it saw the slices go; the
-		// client got the empty CLA after that. Half the period is a bound that only an
-		// early removal can break.
-		if held := removal.at.Sub(emptied.at); held < grace/2 {
-			t.Errorf("wildcard subscriber %s: the empty CLA was removed after %s, before the grace period of %s", name, held, grace)
+		// The empty CLA stays for the grace period: the removal comes after the Service was
+		// re-created, which was within it.
+		if inTime && !slices.Contains(wrec.since(backAgain, 0, name), removal) {
+			t.Errorf("wildcard subscriber %s: removed before the Service re-created within the grace period was back: %+v", name, evs)
 		}
+		t.Logf("wildcard subscriber %s: the empty CLA was removed %s after it came (grace period %s)", name, removal.at.Sub(emptied.at).Round(100*time.Millisecond), grace)
 	}
 	for _, ev := range wrec.since(wmark, 0, backName) {
-		if ev.removed {
+		if ev.removed && inTime {
 			t.Errorf("wildcard subscriber: the re-created Service's CLA was removed at %s", ev.at.Format(time.RFC3339Nano))
 		}
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -443,12 +446,32 @@ func TestWildcardFirstRequest(t *testing.T) {
 	}
 }
 
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
 func TestStall(t *testing.T) {
 	// A fixed window: with gRPC's dynamic (BDP) window the client would
 	// buffer megabytes before pushing back.
 	const window = 64 << 10
+	var received atomic.Int64 // bytes the client's transport read from the socket
 	c, fs := connect(t, Config{DialOptions: []grpc.DialOption{
 		grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{conn, &received}, nil
+		}),
 	}}, "a")
 
 	// Few, long addresses: the bytes are what flow control counts, and few
@@ -473,7 +496,17 @@ func TestStall(t *testing.T) {
 		}
 	}()
 
-	time.Sleep(300 * time.Millisecond) // give the server every chance to push past the window
+	// The positive sign that flow control holds the server back: most of a window has reached
+	// the client's transport and sits there unread (what the client read is in Stats().Bytes;
+	// gRPC hands window back in steps, so not all of it is ever outstanding). A client that
+	// kept reading would hand the window back as fast as it fills.
+	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		return received.Load()-int64(c.Stats().Bytes) >= window/2, nil
+	})
+	if err != nil {
+		t.Fatalf("no window ever waited unread in the client (%d bytes received, %d read): %v",
+			received.Load(), c.Stats().Bytes, err)
+	}
 	if sent := fs.sent.Load(); sent >= n {
 		t.Fatalf("server sent all %d responses to a stalled client", sent)
 	}

@@ -2,7 +2,6 @@ package servers
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +20,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"github.com/deltaeds/deltaeds/bench/control"
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
 
 // ChildOptions configure RunChild.
@@ -170,36 +169,14 @@ func selfStats() control.Stats {
 		st.SystemSeconds = float64(ru.Stime.Sec) + float64(ru.Stime.Usec)/1e6
 		st.PeakRSSBytes = uint64(ru.Maxrss) * 1024 // Linux reports KiB
 	}
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		if v, ok := statusKiB(b, "VmHWM:"); ok {
-			st.PeakRSSBytes = v * 1024
-		}
-		if v, ok := statusKiB(b, "VmRSS:"); ok {
-			st.RSSBytes = v * 1024
-		}
+	if rss, peak, err := supervisor.Memory(os.Getpid()); err == nil {
+		st.RSSBytes, st.PeakRSSBytes = rss, peak
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	st.HeapBytes = ms.HeapAlloc
 	st.Goroutines = runtime.NumGoroutine()
 	return st
-}
-
-// statusKiB reads a "Key:   123 kB" line of /proc/<pid>/status.
-func statusKiB(status []byte, key string) (uint64, bool) {
-	for line := range bytes.SplitSeq(status, []byte("\n")) {
-		rest, ok := bytes.CutPrefix(line, []byte(key))
-		if !ok {
-			continue
-		}
-		f := strings.Fields(string(rest))
-		if len(f) == 0 {
-			return 0, false
-		}
-		v, err := strconv.ParseUint(f[0], 10, 64)
-		return v, err == nil
-	}
-	return 0, false
 }
 
 // ChildMain runs a child from command-line arguments (-serve=<kind>,
