@@ -178,7 +178,7 @@ func TestDebugResources(t *testing.T) {
 				endpoint("10.0.0.3", corev3.HealthStatus_HEALTHY)}},
 		},
 	}
-	if _, err := e.store.Apply(xds.EndpointType, []xds.Update{
+	if _, err := e.store.Apply(xds.EndpointType, []xds.ResourceUpdate{
 		{Name: "shop/cart/http", Message: cla, ObservedAt: observed},
 		{Name: "shop/empty", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "shop/empty"}},
 	}); err != nil {
@@ -298,7 +298,7 @@ func TestDebugMissingFromServer(t *testing.T) {
 	}
 	sub := store.Subscribe(xds.EndpointType, make(chan struct{}, 1), 0)
 	defer sub.Close()
-	if err := sub.Update(xds.Change{Subscribe: []string{"a/b", "c/d", "*"}}); err != nil {
+	if err := sub.Update(xds.SubscriptionChange{Subscribe: []string{"a/b", "c/d", "*"}}); err != nil {
 		t.Fatal(err)
 	}
 	check := func(want ...string) {
@@ -321,15 +321,15 @@ func TestDebugMissingFromServer(t *testing.T) {
 		}
 	}
 	check("a/b", "c/d")
-	if _, err := store.Apply(xds.EndpointType, []xds.Update{{Name: "a/b", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "a/b"}}}); err != nil {
+	if _, err := store.Apply(xds.EndpointType, []xds.ResourceUpdate{{Name: "a/b", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "a/b"}}}); err != nil {
 		t.Fatal(err)
 	}
 	check("c/d")
-	if _, err := store.Apply(xds.EndpointType, []xds.Update{{Name: "a/b"}}); err != nil {
+	if _, err := store.Apply(xds.EndpointType, []xds.ResourceUpdate{{Name: "a/b"}}); err != nil {
 		t.Fatal(err)
 	}
 	check("a/b", "c/d")
-	if err := sub.Update(xds.Change{Unsubscribe: []string{"c/d"}}); err != nil {
+	if err := sub.Update(xds.SubscriptionChange{Unsubscribe: []string{"c/d"}}); err != nil {
 		t.Fatal(err)
 	}
 	check("a/b")
@@ -363,10 +363,10 @@ func TestMetrics(t *testing.T) {
 	delta.NewMetrics(e.reg)
 	sub := e.store.Subscribe(xds.EndpointType, make(chan struct{}, 1), 0)
 	defer sub.Close()
-	if err := sub.Update(xds.Change{Subscribe: []string{"a/b", "c/d"}}); err != nil {
+	if err := sub.Update(xds.SubscriptionChange{Subscribe: []string{"a/b", "c/d"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.store.Apply(xds.EndpointType, []xds.Update{{Name: "a/b", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "a/b"}}}); err != nil {
+	if _, err := e.store.Apply(xds.EndpointType, []xds.ResourceUpdate{{Name: "a/b", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "a/b"}}}); err != nil {
 		t.Fatal(err)
 	}
 	e.watcher.mu.Lock()

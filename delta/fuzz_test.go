@@ -63,10 +63,10 @@ func (s *scriptedStream) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 		switch op % 8 {
 		case 0:
 			name := fuzzNames[int(arg)%len(fuzzNames)]
-			_, _ = s.store.Apply(EndpointType, []xds.Update{{Name: name, Message: cla(name, uint32(arg))}})
+			_, _ = s.store.Apply(EndpointType, []xds.ResourceUpdate{{Name: name, Message: cla(name, uint32(arg))}})
 			continue
 		case 1:
-			_, _ = s.store.Apply(EndpointType, []xds.Update{{Name: fuzzNames[int(arg)%len(fuzzNames)]}})
+			_, _ = s.store.Apply(EndpointType, []xds.ResourceUpdate{{Name: fuzzNames[int(arg)%len(fuzzNames)]}})
 			continue
 		case 2:
 			s.store.MarkSynced()

@@ -81,9 +81,9 @@ func (f *fixture) close() {
 // set stores CLAs named after names, each with one endpoint at port.
 func (f *fixture) set(port uint32, names ...string) {
 	f.t.Helper()
-	var ups []xds.Update
+	var ups []xds.ResourceUpdate
 	for _, n := range names {
-		ups = append(ups, xds.Update{Name: n, Message: cla(n, port)})
+		ups = append(ups, xds.ResourceUpdate{Name: n, Message: cla(n, port)})
 	}
 	if _, err := f.store.Apply(EndpointType, ups); err != nil {
 		f.t.Fatal(err)
@@ -92,9 +92,9 @@ func (f *fixture) set(port uint32, names ...string) {
 
 func (f *fixture) del(names ...string) {
 	f.t.Helper()
-	var ups []xds.Update
+	var ups []xds.ResourceUpdate
 	for _, n := range names {
-		ups = append(ups, xds.Update{Name: n})
+		ups = append(ups, xds.ResourceUpdate{Name: n})
 	}
 	if _, err := f.store.Apply(EndpointType, ups); err != nil {
 		f.t.Fatal(err)

@@ -468,7 +468,7 @@ func TestStalledStreamDoesNotDelayOthers(t *testing.T) {
 	for i := 0; i < 40000; i++ { // about 1.6 MB, far over the 64 KiB window
 		big.Endpoints[0].LbEndpoints = append(big.Endpoints[0].LbEndpoints, big.Endpoints[0].LbEndpoints[0])
 	}
-	if _, err := f.store.Apply(EndpointType, []xds.Update{{Name: "big", Message: big}}); err != nil {
+	if _, err := f.store.Apply(EndpointType, []xds.ResourceUpdate{{Name: "big", Message: big}}); err != nil {
 		t.Fatal(err)
 	}
 	f.set(1, "live")
@@ -569,7 +569,7 @@ func TestPropagationCountsChangesOnly(t *testing.T) {
 	f := newFixture(t, Options{})
 	apply := func(name string, port uint32, observed time.Time) {
 		t.Helper()
-		if _, err := f.store.Apply(EndpointType, []xds.Update{{Name: name, Message: cla(name, port), ObservedAt: observed}}); err != nil {
+		if _, err := f.store.Apply(EndpointType, []xds.ResourceUpdate{{Name: name, Message: cla(name, port), ObservedAt: observed}}); err != nil {
 			t.Fatal(err)
 		}
 	}

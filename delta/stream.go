@@ -214,7 +214,7 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		}
 	}
 
-	change := xds.Change{Subscribe: req.GetResourceNamesSubscribe(), Unsubscribe: req.GetResourceNamesUnsubscribe()}
+	change := xds.SubscriptionChange{Subscribe: req.GetResourceNamesSubscribe(), Unsubscribe: req.GetResourceNamesUnsubscribe()}
 	if first {
 		change.InitialVersions = req.GetInitialResourceVersions()
 		// Legacy wildcard: a first request that subscribes and unsubscribes

@@ -450,11 +450,11 @@ func (w *Watcher) sync(key string) {
 	w.metrics.countSkipped(res.Skipped)
 
 	now := time.Now()
-	updates := make([]xds.Update, 0, len(res.CLAs))
+	updates := make([]xds.ResourceUpdate, 0, len(res.CLAs))
 	produced := make(map[string]bool, len(res.CLAs))
 	for _, c := range res.CLAs {
 		produced[c.ClusterName] = true
-		updates = append(updates, xds.Update{Name: c.ClusterName, Message: c, ObservedAt: observedAt})
+		updates = append(updates, xds.ResourceUpdate{Name: c.ClusterName, Message: c, ObservedAt: observedAt})
 	}
 
 	w.mu.Lock()
@@ -475,11 +475,11 @@ func (w *Watcher) sync(key string) {
 		case emptied.IsZero():
 			// Envoy empties a cluster only on an empty CLA, never on a removal.
 			p.names[n] = now
-			updates = append(updates, xds.Update{Name: n, Message: translate.EmptyCLA(n), ObservedAt: observedAt})
+			updates = append(updates, xds.ResourceUpdate{Name: n, Message: translate.EmptyCLA(n), ObservedAt: observedAt})
 			recheck = w.cfg.DeletedGracePeriod
 		case now.Sub(emptied) >= w.cfg.DeletedGracePeriod:
 			delete(p.names, n)
-			updates = append(updates, xds.Update{Name: n})
+			updates = append(updates, xds.ResourceUpdate{Name: n})
 		default:
 			if left := w.cfg.DeletedGracePeriod - now.Sub(emptied); recheck == 0 || left < recheck {
 				recheck = left

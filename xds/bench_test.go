@@ -46,10 +46,10 @@ func benchSetup(b *testing.B, resources, streams, names int) (*Store, []benchStr
 	b.Helper()
 	s := NewStore()
 	all := make([]string, resources)
-	updates := make([]Update, resources)
+	updates := make([]ResourceUpdate, resources)
 	for i := range all {
 		all[i] = fmt.Sprintf("cla-%05d", i)
-		updates[i] = Update{Name: all[i], Message: newCLA(all[i], 0, benchEndpoints)}
+		updates[i] = ResourceUpdate{Name: all[i], Message: newCLA(all[i], 0, benchEndpoints)}
 	}
 	if _, err := s.Apply(claType, updates); err != nil {
 		b.Fatal(err)
@@ -60,7 +60,7 @@ func benchSetup(b *testing.B, resources, streams, names int) (*Store, []benchStr
 	for i := range out {
 		ch := make(chan struct{}, 1)
 		sub := s.Subscribe(claType, ch, 0)
-		if err := sub.Update(Change{Subscribe: subscribed}); err != nil {
+		if err := sub.Update(SubscriptionChange{Subscribe: subscribed}); err != nil {
 			b.Fatal(err)
 		}
 		for !sub.Next(0).Empty() {
@@ -81,7 +81,7 @@ func benchChanges(b *testing.B, s *Store, streams []benchStream, names []string)
 	for i, n := range names {
 		msgs[i] = countingCLA{newCLA(n, 0, benchEndpoints), &marshals}
 	}
-	batch := make([]Update, 1)
+	batch := make([]ResourceUpdate, 1)
 	var applyDur, nextDur time.Duration
 	distinct, deliveries := 0, 0
 
@@ -90,7 +90,7 @@ func benchChanges(b *testing.B, s *Store, streams []benchStream, names []string)
 	for b.Loop() {
 		k := changes % len(names)
 		changeCLA(msgs[k].ClusterLoadAssignment, changes)
-		batch[0] = Update{Name: names[k], Message: msgs[k]}
+		batch[0] = ResourceUpdate{Name: names[k], Message: msgs[k]}
 
 		t0 := time.Now()
 		ch, err := s.Apply(claType, batch)

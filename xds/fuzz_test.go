@@ -45,11 +45,11 @@ const fuzzGens = 4
 
 // fuzzUpdates[name][gen] sets name to its gen-th content; generations have
 // different numbers of endpoints, so different sizes.
-var fuzzUpdates = func() map[string][]Update {
-	m := map[string][]Update{}
+var fuzzUpdates = func() map[string][]ResourceUpdate {
+	m := map[string][]ResourceUpdate{}
 	for _, n := range fuzzNames {
 		for gen := 0; gen < fuzzGens; gen++ {
-			m[n] = append(m[n], Update{Name: n, Message: newCLA(n, gen, 1+3*gen)})
+			m[n] = append(m[n], ResourceUpdate{Name: n, Message: newCLA(n, gen, 1+3*gen)})
 		}
 	}
 	return m
@@ -154,14 +154,14 @@ func fuzzSubscription(t *testing.T, data []byte, standIn AbsentFunc) {
 			if b := st.sub.Next(0); !b.Empty() {
 				t.Fatalf("Next after Close: %v %v", resourceNames(b.Resources), b.Removed)
 			}
-			if err := st.sub.Update(Change{Subscribe: []string{"a"}}); err == nil {
+			if err := st.sub.Update(SubscriptionChange{Subscribe: []string{"a"}}); err == nil {
 				t.Fatal("Update after Close succeeded")
 			}
 			woken(st.notify)
 			closed = append(closed, st.notify)
 			st.sub = nil
 		}
-		update := func(st *fuzzStream, ch Change) {
+		update := func(st *fuzzStream, ch SubscriptionChange) {
 			if err := st.sub.Update(ch); err != nil {
 				t.Fatalf("Update(%+v): %v", ch, err)
 			}
@@ -202,7 +202,7 @@ func fuzzSubscription(t *testing.T, data []byte, standIn AbsentFunc) {
 			op := next() % fzOps
 			switch op {
 			case fzApply:
-				var batch []Update
+				var batch []ResourceUpdate
 				final := map[string]int{} // name -> gen, -1 deletes
 				k := int(next() % 4)
 				if k == 0 {
@@ -219,7 +219,7 @@ func fuzzSubscription(t *testing.T, data []byte, standIn AbsentFunc) {
 						final[n] = gen
 					}
 				}
-				var want Changes
+				var want ApplyResult
 				changed := map[string]bool{}
 				for n, gen := range final {
 					old, exists := model[n]
@@ -263,18 +263,18 @@ func fuzzSubscription(t *testing.T, data []byte, standIn AbsentFunc) {
 				}
 			case fzSubscribe:
 				st := open(int(next() % 2))
-				update(st, Change{Subscribe: maskNames(next())})
+				update(st, SubscriptionChange{Subscribe: maskNames(next())})
 			case fzUnsubscribe:
 				st := open(int(next() % 2))
-				update(st, Change{Unsubscribe: maskNames(next())})
+				update(st, SubscriptionChange{Unsubscribe: maskNames(next())})
 			case fzBoth:
 				st := open(int(next() % 2))
-				update(st, Change{Subscribe: maskNames(next()), Unsubscribe: maskNames(next())})
+				update(st, SubscriptionChange{Subscribe: maskNames(next()), Unsubscribe: maskNames(next())})
 			case fzReconnect:
 				i := int(next() % 2)
 				closeStream(i)
 				st := open(i)
-				first := Change{Subscribe: maskNames(next()), InitialVersions: map[string]string{}}
+				first := SubscriptionChange{Subscribe: maskNames(next()), InitialVersions: map[string]string{}}
 				declared := next()
 				wildcard := false
 				named := map[string]bool{}

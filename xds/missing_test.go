@@ -78,17 +78,17 @@ func TestMissingFollowsSubscriptions(t *testing.T) {
 				for step, o := range tc.ops {
 					switch {
 					case o.sub < 0 && o.set != "":
-						if _, err := s.Apply(claType, []Update{set(o.set, 1)}); err != nil {
+						if _, err := s.Apply(claType, []ResourceUpdate{set(o.set, 1)}); err != nil {
 							t.Fatal(err)
 						}
 					case o.sub < 0 && o.del != "":
-						if _, err := s.Apply(claType, []Update{del(o.del)}); err != nil {
+						if _, err := s.Apply(claType, []ResourceUpdate{del(o.del)}); err != nil {
 							t.Fatal(err)
 						}
 					case o.close:
 						subs[o.sub].Close()
 					default:
-						if err := subs[o.sub].Update(Change{Subscribe: split(o.subscribe), Unsubscribe: split(o.unsubscribe)}); err != nil {
+						if err := subs[o.sub].Update(SubscriptionChange{Subscribe: split(o.subscribe), Unsubscribe: split(o.unsubscribe)}); err != nil {
 							t.Fatal(err)
 						}
 					}
@@ -127,7 +127,7 @@ func split(s string) []string {
 func TestAbsentAndMissingNames(t *testing.T) {
 	s := NewStore()
 	s.RegisterType(claType, emptyCLA)
-	if _, err := s.Apply(claType, []Update{set("a/x", 1), set("a/y", 1)}); err != nil {
+	if _, err := s.Apply(claType, []ResourceUpdate{set("a/x", 1), set("a/y", 1)}); err != nil {
 		t.Fatal(err)
 	}
 	names := []string{"a/z", "a/x", Wildcard, "b/q", "a/y", "a/w"}
@@ -141,7 +141,7 @@ func TestAbsentAndMissingNames(t *testing.T) {
 		t.Errorf("Absent of an unknown type = %q", got)
 	}
 	sub := s.Subscribe(claType, make(chan struct{}, 1), 0)
-	if err := sub.Update(Change{Subscribe: []string{Wildcard, "a/x", "b/q", "a/w", "a/z"}}); err != nil {
+	if err := sub.Update(SubscriptionChange{Subscribe: []string{Wildcard, "a/x", "b/q", "a/w", "a/z"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := sub.MissingNames(0); !slices.Equal(got, []string{"a/w", "a/z", "b/q"}) {
@@ -161,7 +161,7 @@ func TestAbsentAndMissingNames(t *testing.T) {
 func TestSuggest(t *testing.T) {
 	s := NewStore()
 	s.RegisterType(claType, emptyCLA)
-	var ups []Update
+	var ups []ResourceUpdate
 	for _, n := range []string{
 		"shop/web/http", "shop/web/grpc", "shop/api/http", "shop/cart", "shop/checkout/http",
 		"other/web/https", "other/web/http", "noslash", "noslashes", "shop/wbe/htpp",
@@ -171,7 +171,7 @@ func TestSuggest(t *testing.T) {
 	if _, err := s.Apply(claType, ups); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Apply(claType, []Update{del("shop/wbe/htpp")}); err != nil {
+	if _, err := s.Apply(claType, []ResourceUpdate{del("shop/wbe/htpp")}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -210,7 +210,7 @@ func TestSuggest(t *testing.T) {
 	if got := s.Suggest(claType, "huge/svc-1x", 3); got != nil {
 		t.Errorf("a group of %d names was searched: %q", MaxSuggestGroup+1, got)
 	}
-	if _, err := s.Apply(claType, []Update{del("huge/svc-0")}); err != nil {
+	if _, err := s.Apply(claType, []ResourceUpdate{del("huge/svc-0")}); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Suggest(claType, "huge/svc-1x", 3); !slices.Equal(got, []string{"huge/svc-1", "huge/svc-10", "huge/svc-11"}) {
@@ -269,7 +269,7 @@ func TestEditDistance(t *testing.T) {
 func BenchmarkSuggest(b *testing.B) {
 	s := NewStore()
 	s.RegisterType(claType, emptyCLA)
-	var ups []Update
+	var ups []ResourceUpdate
 	for i := range MaxSuggestGroup {
 		ups = append(ups, set(fmt.Sprintf("shop/service-%d/http", i), 1))
 	}

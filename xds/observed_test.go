@@ -10,14 +10,14 @@ import (
 // may be arbitrarily old.
 func TestNextObserved(t *testing.T) {
 	old := time.Now().Add(-time.Hour)
-	at := func(name string, gen int, when time.Time) Update {
+	at := func(name string, gen int, when time.Time) ResourceUpdate {
 		u := set(name, gen)
 		u.ObservedAt = when
 		return u
 	}
 	type step struct {
-		apply []Update
-		sub   *Change
+		apply []ResourceUpdate
+		sub   *SubscriptionChange
 		want  int // len(Batch.Observed) of the Next that follows
 	}
 	cases := []struct {
@@ -25,30 +25,30 @@ func TestNextObserved(t *testing.T) {
 		steps []step
 	}{
 		{"initial answer to a named subscription is not a change", []step{
-			{apply: []Update{at("a", 1, old)}, sub: &Change{Subscribe: []string{"a"}}, want: 0},
+			{apply: []ResourceUpdate{at("a", 1, old)}, sub: &SubscriptionChange{Subscribe: []string{"a"}}, want: 0},
 		}},
 		{"a new version of a held name is", []step{
-			{apply: []Update{at("a", 1, old)}, sub: &Change{Subscribe: []string{"a"}}, want: 0},
-			{apply: []Update{at("a", 2, time.Now())}, want: 1},
+			{apply: []ResourceUpdate{at("a", 1, old)}, sub: &SubscriptionChange{Subscribe: []string{"a"}}, want: 0},
+			{apply: []ResourceUpdate{at("a", 2, time.Now())}, want: 1},
 		}},
 		{"a name created after it was answered as absent is", []step{
-			{sub: &Change{Subscribe: []string{"a"}}, want: 0},
-			{apply: []Update{at("a", 1, time.Now())}, want: 1},
+			{sub: &SubscriptionChange{Subscribe: []string{"a"}}, want: 0},
+			{apply: []ResourceUpdate{at("a", 1, time.Now())}, want: 1},
 		}},
 		{"a name subscribed again is answered, not changed", []step{
-			{apply: []Update{at("a", 1, old)}, sub: &Change{Subscribe: []string{"a"}}, want: 0},
-			{sub: &Change{Subscribe: []string{"a"}}, want: 0},
+			{apply: []ResourceUpdate{at("a", 1, old)}, sub: &SubscriptionChange{Subscribe: []string{"a"}}, want: 0},
+			{sub: &SubscriptionChange{Subscribe: []string{"a"}}, want: 0},
 		}},
 		{"a stale declared version is a change missed while away", []step{
-			{apply: []Update{at("a", 2, old)}, sub: &Change{Subscribe: []string{"a"}, InitialVersions: map[string]string{"a": "stale"}}, want: 1},
+			{apply: []ResourceUpdate{at("a", 2, old)}, sub: &SubscriptionChange{Subscribe: []string{"a"}, InitialVersions: map[string]string{"a": "stale"}}, want: 1},
 		}},
 		{"unknown observation times are left out", []step{
-			{apply: []Update{set("a", 1)}, sub: &Change{Subscribe: []string{"a"}}, want: 0},
-			{apply: []Update{set("a", 2)}, want: 0},
+			{apply: []ResourceUpdate{set("a", 1)}, sub: &SubscriptionChange{Subscribe: []string{"a"}}, want: 0},
+			{apply: []ResourceUpdate{set("a", 2)}, want: 0},
 		}},
 		{"wildcard: the initial sync is not a change, a later creation is", []step{
-			{apply: []Update{at("a", 1, old), at("b", 1, old)}, sub: &Change{Subscribe: []string{Wildcard}}, want: 0},
-			{apply: []Update{at("c", 1, time.Now().Add(time.Second))}, want: 1},
+			{apply: []ResourceUpdate{at("a", 1, old), at("b", 1, old)}, sub: &SubscriptionChange{Subscribe: []string{Wildcard}}, want: 0},
+			{apply: []ResourceUpdate{at("c", 1, time.Now().Add(time.Second))}, want: 1},
 		}},
 	}
 	for _, tc := range cases {

@@ -33,58 +33,58 @@ func got(t *testing.T, b Batch) []string {
 // whatever the client holds; wildcard subscriptions still get removals.
 func TestStandIns(t *testing.T) {
 	type op struct {
-		apply   []Update
-		change  *Change
+		apply   []ResourceUpdate
+		change  *SubscriptionChange
 		ack     bool     // the client acknowledges; take the next batch
 		want    []string // the next batch
 		reject  bool     // the client NACKs the last batch
 		replica bool     // reconnect to a fresh store holding what apply put
 	}
-	sub := func(names ...string) *Change { return &Change{Subscribe: names} }
+	sub := func(names ...string) *SubscriptionChange { return &SubscriptionChange{Subscribe: names} }
 	tests := []struct {
 		name string
 		ops  []op
 	}{
 		{"deleted while connected", []op{
-			{apply: []Update{set("a", 1)}, change: sub("a"), want: []string{"a@1"}},
-			{apply: []Update{del("a")}, want: []string{"a@" + emptyVersion}},
+			{apply: []ResourceUpdate{set("a", 1)}, change: sub("a"), want: []string{"a@1"}},
+			{apply: []ResourceUpdate{del("a")}, want: []string{"a@" + emptyVersion}},
 			{want: nil},
 		}},
 		{"deleted while a response is unacknowledged", []op{
-			{apply: []Update{set("a", 1)}, change: sub("a"), want: []string{"a@1"}},
-			{apply: []Update{set("a", 2)}, want: []string{"a@2"}},
+			{apply: []ResourceUpdate{set("a", 1)}, change: sub("a"), want: []string{"a@1"}},
+			{apply: []ResourceUpdate{set("a", 2)}, want: []string{"a@2"}},
 			// The change and the deletion land before the ACK: the client
 			// must still end empty, not with a removal.
-			{apply: []Update{set("a", 3), del("a")}, want: []string{"a@" + emptyVersion}},
+			{apply: []ResourceUpdate{set("a", 3), del("a")}, want: []string{"a@" + emptyVersion}},
 		}},
 		{"never existed, then appears", []op{
 			{change: sub("typo"), want: []string{"typo@" + emptyVersion}},
-			{apply: []Update{set("typo", 1)}, want: []string{"typo@1"}},
+			{apply: []ResourceUpdate{set("typo", 1)}, want: []string{"typo@1"}},
 		}},
 		{"reconnect declaring a deleted resource", []op{
-			{change: &Change{Subscribe: []string{"a"}, InitialVersions: map[string]string{"a": "old-version"}},
+			{change: &SubscriptionChange{Subscribe: []string{"a"}, InitialVersions: map[string]string{"a": "old-version"}},
 				want: []string{"a@" + emptyVersion}},
 		}},
 		{"reconnect declaring the stand-in resends nothing", []op{
-			{change: &Change{Subscribe: []string{"a"}, InitialVersions: map[string]string{"a": emptyVersion}}, want: nil},
+			{change: &SubscriptionChange{Subscribe: []string{"a"}, InitialVersions: map[string]string{"a": emptyVersion}}, want: nil},
 		}},
 		{"declared first, subscribed later, stale", []op{
-			{apply: []Update{set("a", 2)}, change: &Change{Subscribe: []string{"b"}, InitialVersions: map[string]string{"a": "gen1"}},
+			{apply: []ResourceUpdate{set("a", 2)}, change: &SubscriptionChange{Subscribe: []string{"b"}, InitialVersions: map[string]string{"a": "gen1"}},
 				want: []string{"b@" + emptyVersion}},
 			{change: sub("a"), want: []string{"a@2"}},
 		}},
 		{"declared first, subscribed later, current", []op{
-			{apply: []Update{set("a", 2)}, change: &Change{Subscribe: []string{"b"}, InitialVersions: map[string]string{"a": "gen2"}},
+			{apply: []ResourceUpdate{set("a", 2)}, change: &SubscriptionChange{Subscribe: []string{"b"}, InitialVersions: map[string]string{"a": "gen2"}},
 				want: []string{"b@" + emptyVersion}},
 			{change: sub("a"), want: nil},
 		}},
 		{"wildcard subscribers get removals", []op{
-			{apply: []Update{set("a", 1)}, change: sub(Wildcard), want: []string{"a@1"}},
-			{apply: []Update{del("a")}, want: []string{"-a"}},
+			{apply: []ResourceUpdate{set("a", 1)}, change: sub(Wildcard), want: []string{"a@1"}},
+			{apply: []ResourceUpdate{del("a")}, want: []string{"-a"}},
 		}},
 		{"wildcard and named: the name gets the stand-in", []op{
-			{apply: []Update{set("a", 1), set("b", 1)}, change: sub(Wildcard, "a"), want: []string{"a@1", "b@1"}},
-			{apply: []Update{del("a"), del("b")}, want: []string{"a@" + emptyVersion, "-b"}},
+			{apply: []ResourceUpdate{set("a", 1), set("b", 1)}, change: sub(Wildcard, "a"), want: []string{"a@1", "b@1"}},
+			{apply: []ResourceUpdate{del("a"), del("b")}, want: []string{"a@" + emptyVersion, "-b"}},
 		}},
 	}
 	for _, tt := range tests {
@@ -132,7 +132,7 @@ func TestStandInIsShared(t *testing.T) {
 	var first *Resource
 	for i := range subs {
 		subs[i] = s.Subscribe(claType, make(chan struct{}, 1), 0)
-		if err := subs[i].Update(Change{Subscribe: []string{"gone"}}); err != nil {
+		if err := subs[i].Update(SubscriptionChange{Subscribe: []string{"gone"}}); err != nil {
 			t.Fatal(err)
 		}
 		b := subs[i].Next(0)
@@ -169,10 +169,10 @@ func TestRejectedIsolates(t *testing.T) {
 	notify := make(chan struct{}, 1)
 	sb := s.Subscribe(claType, notify, 0)
 	defer sb.Close()
-	if _, err := s.Apply(claType, []Update{set("a", 1), set("b", 1), set("c", 1)}); err != nil {
+	if _, err := s.Apply(claType, []ResourceUpdate{set("a", 1), set("b", 1), set("c", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := sb.Update(Change{Subscribe: []string{"a", "b", "c", "d"}}); err != nil {
+	if err := sb.Update(SubscriptionChange{Subscribe: []string{"a", "b", "c", "d"}}); err != nil {
 		t.Fatal(err)
 	}
 	first := sb.Next(0)
@@ -186,7 +186,7 @@ func TestRejectedIsolates(t *testing.T) {
 		t.Fatal("Rejected did not wake the stream")
 	}
 	// A fresh change arrives meanwhile: resends and changes take turns.
-	if _, err := s.Apply(claType, []Update{set("c", 2)}); err != nil {
+	if _, err := s.Apply(claType, []ResourceUpdate{set("c", 2)}); err != nil {
 		t.Fatal(err)
 	}
 	var seq [][]string
@@ -209,7 +209,7 @@ func TestRejectedIsolates(t *testing.T) {
 	if b := sb.Next(0); !b.Empty() {
 		t.Fatalf("b resent after being rejected alone: %v", got(t, b))
 	}
-	if _, err := s.Apply(claType, []Update{set("b", 2)}); err != nil {
+	if _, err := s.Apply(claType, []ResourceUpdate{set("b", 2)}); err != nil {
 		t.Fatal(err)
 	}
 	if g := got(t, sb.Next(0)); !slices.Equal(g, []string{"b@2"}) {
@@ -225,7 +225,7 @@ func TestRemovalBudget(t *testing.T) {
 	sb := s.Subscribe(claType, make(chan struct{}, 1), 0)
 	defer sb.Close()
 	names := []string{"n0", "n1", "n2", "n3", "n4", "n5"}
-	if err := sb.Update(Change{Subscribe: names}); err != nil {
+	if err := sb.Update(SubscriptionChange{Subscribe: names}); err != nil {
 		t.Fatal(err)
 	}
 	total := 0

@@ -42,16 +42,18 @@ type Resource struct {
 	ObservedAt time.Time
 }
 
-// Update sets one name to new content, or deletes it when Message is nil.
-type Update struct {
+// ResourceUpdate sets one name of the store to new content, or deletes it
+// when Message is nil (the argument of [Store.Apply]); [SubscriptionChange]
+// changes what a subscription wants instead.
+type ResourceUpdate struct {
 	Name    string
 	Message proto.Message
 	// ObservedAt is when the upstream event behind this update was observed.
 	ObservedAt time.Time
 }
 
-// Changes reports what an Apply did.
-type Changes struct {
+// ApplyResult reports what a [Store.Apply] did.
+type ApplyResult struct {
 	Set       int // names stored with a new version
 	Deleted   int // names removed
 	Unchanged int // updates that were no-ops
@@ -252,7 +254,7 @@ func NewResource(name, typeURL string, m proto.Message) (*Resource, error) {
 // changed names (and wildcard subscriptions) are touched. A message that fails
 // to marshal is skipped and reported in the returned error; the rest of the
 // batch is applied. When a name appears more than once, the last one wins.
-func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
+func (s *Store) Apply(typeURL string, updates []ResourceUpdate) (ApplyResult, error) {
 	var errs []error
 	last := make(map[string]int, len(updates))
 	for i, u := range updates {
@@ -290,7 +292,7 @@ func (s *Store) Apply(typeURL string, updates []Update) (Changes, error) {
 			}
 		}
 	}
-	var ch Changes
+	var ch ApplyResult
 	touched := make(map[*Subscription][]string)
 	t.mu.Lock()
 	for name, r := range prepared {

@@ -45,13 +45,13 @@ func newCLA(name string, gen, n int) *endpointv3.ClusterLoadAssignment {
 	}
 }
 
-// set is an Update setting name to generation gen of its test content.
-func set(name string, gen int) Update {
-	return Update{Name: name, Message: newCLA(name, gen, testEndpoints)}
+// set is a ResourceUpdate setting name to generation gen of its test content.
+func set(name string, gen int) ResourceUpdate {
+	return ResourceUpdate{Name: name, Message: newCLA(name, gen, testEndpoints)}
 }
 
-// del is an Update deleting name.
-func del(name string) Update { return Update{Name: name} }
+// del is a ResourceUpdate deleting name.
+func del(name string) ResourceUpdate { return ResourceUpdate{Name: name} }
 
 var (
 	versionsMu sync.Mutex
@@ -119,7 +119,7 @@ func woken(ch chan struct{}) bool {
 	}
 }
 
-func mustApply(t testing.TB, s *Store, updates ...Update) Changes {
+func mustApply(t testing.TB, s *Store, updates ...ResourceUpdate) ApplyResult {
 	t.Helper()
 	ch, err := s.Apply(claType, updates)
 	if err != nil {
@@ -157,13 +157,13 @@ func TestVersionIsContentHash(t *testing.T) {
 			// Two stores stand for two replicas, or one before and after a
 			// restart: they are set in different orders, among other names.
 			s1, s2 := NewStore(), NewStore()
-			if _, err := s1.Apply(claType, []Update{{Name: "x", Message: tc.a}, set("other", 1)}); err != nil {
+			if _, err := s1.Apply(claType, []ResourceUpdate{{Name: "x", Message: tc.a}, set("other", 1)}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s2.Apply(claType, []Update{set("other", 2)}); err != nil {
+			if _, err := s2.Apply(claType, []ResourceUpdate{set("other", 2)}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s2.Apply(claType, []Update{{Name: "x", Message: tc.b}}); err != nil {
+			if _, err := s2.Apply(claType, []ResourceUpdate{{Name: "x", Message: tc.b}}); err != nil {
 				t.Fatal(err)
 			}
 			v1, v2 := s1.Get(claType, "x").Version, s2.Get(claType, "x").Version
@@ -237,8 +237,8 @@ func TestNewResourceWire(t *testing.T) {
 // what each reports and what the store holds after it.
 func TestApplyChanges(t *testing.T) {
 	type step struct {
-		updates []Update
-		want    Changes // Notified is not checked here: there is no subscription
+		updates []ResourceUpdate
+		want    ApplyResult // Notified is not checked here: there is no subscription
 		content []string
 	}
 	tests := []struct {
@@ -246,34 +246,34 @@ func TestApplyChanges(t *testing.T) {
 		steps []step
 	}{
 		{"set new names", []step{
-			{[]Update{set("a", 1), set("b", 1)}, Changes{Set: 2}, []string{"a@1", "b@1"}},
+			{[]ResourceUpdate{set("a", 1), set("b", 1)}, ApplyResult{Set: 2}, []string{"a@1", "b@1"}},
 		}},
 		{"identical content is a no-op", []step{
-			{[]Update{set("a", 1)}, Changes{Set: 1}, []string{"a@1"}},
-			{[]Update{set("a", 1)}, Changes{Unchanged: 1}, []string{"a@1"}},
+			{[]ResourceUpdate{set("a", 1)}, ApplyResult{Set: 1}, []string{"a@1"}},
+			{[]ResourceUpdate{set("a", 1)}, ApplyResult{Unchanged: 1}, []string{"a@1"}},
 		}},
 		{"changed content gets a new version", []step{
-			{[]Update{set("a", 1)}, Changes{Set: 1}, []string{"a@1"}},
-			{[]Update{set("a", 2)}, Changes{Set: 1}, []string{"a@2"}},
-			{[]Update{set("a", 1)}, Changes{Set: 1}, []string{"a@1"}},
+			{[]ResourceUpdate{set("a", 1)}, ApplyResult{Set: 1}, []string{"a@1"}},
+			{[]ResourceUpdate{set("a", 2)}, ApplyResult{Set: 1}, []string{"a@2"}},
+			{[]ResourceUpdate{set("a", 1)}, ApplyResult{Set: 1}, []string{"a@1"}},
 		}},
 		{"delete existing and missing", []step{
-			{[]Update{set("a", 1), set("b", 1)}, Changes{Set: 2}, []string{"a@1", "b@1"}},
-			{[]Update{del("a"), del("zzz")}, Changes{Deleted: 1, Unchanged: 1}, []string{"b@1"}},
-			{[]Update{del("a")}, Changes{Unchanged: 1}, []string{"b@1"}},
+			{[]ResourceUpdate{set("a", 1), set("b", 1)}, ApplyResult{Set: 2}, []string{"a@1", "b@1"}},
+			{[]ResourceUpdate{del("a"), del("zzz")}, ApplyResult{Deleted: 1, Unchanged: 1}, []string{"b@1"}},
+			{[]ResourceUpdate{del("a")}, ApplyResult{Unchanged: 1}, []string{"b@1"}},
 		}},
 		{"mixed batch", []step{
-			{[]Update{set("a", 1), set("b", 1), set("c", 1)}, Changes{Set: 3}, []string{"a@1", "b@1", "c@1"}},
-			{[]Update{set("a", 1), set("b", 2), del("c"), set("d", 1), del("e")}, Changes{Set: 2, Deleted: 1, Unchanged: 2}, []string{"a@1", "b@2", "d@1"}},
+			{[]ResourceUpdate{set("a", 1), set("b", 1), set("c", 1)}, ApplyResult{Set: 3}, []string{"a@1", "b@1", "c@1"}},
+			{[]ResourceUpdate{set("a", 1), set("b", 2), del("c"), set("d", 1), del("e")}, ApplyResult{Set: 2, Deleted: 1, Unchanged: 2}, []string{"a@1", "b@2", "d@1"}},
 		}},
 		{"last update of a name wins", []step{
-			{[]Update{set("a", 1), set("a", 2), set("a", 3)}, Changes{Set: 1}, []string{"a@3"}},
-			{[]Update{set("a", 4), del("a")}, Changes{Deleted: 1}, nil},
-			{[]Update{del("a"), set("a", 5)}, Changes{Set: 1}, []string{"a@5"}},
-			{[]Update{set("a", 6), set("a", 5)}, Changes{Unchanged: 1}, []string{"a@5"}},
+			{[]ResourceUpdate{set("a", 1), set("a", 2), set("a", 3)}, ApplyResult{Set: 1}, []string{"a@3"}},
+			{[]ResourceUpdate{set("a", 4), del("a")}, ApplyResult{Deleted: 1}, nil},
+			{[]ResourceUpdate{del("a"), set("a", 5)}, ApplyResult{Set: 1}, []string{"a@5"}},
+			{[]ResourceUpdate{set("a", 6), set("a", 5)}, ApplyResult{Unchanged: 1}, []string{"a@5"}},
 		}},
 		{"empty batch", []step{
-			{nil, Changes{}, nil},
+			{nil, ApplyResult{}, nil},
 		}},
 	}
 	for _, tc := range tests {
@@ -282,7 +282,7 @@ func TestApplyChanges(t *testing.T) {
 			for i, st := range tc.steps {
 				got := mustApply(t, s, st.updates...)
 				if got != st.want {
-					t.Errorf("step %d: Changes %+v, want %+v", i, got, st.want)
+					t.Errorf("step %d: ApplyResult %+v, want %+v", i, got, st.want)
 				}
 				if content := storeLabels(t, s); !slices.Equal(content, st.content) {
 					t.Errorf("step %d: store %v, want %v", i, content, st.content)
@@ -309,18 +309,18 @@ func TestApplyChanges(t *testing.T) {
 func TestApplyUnchangedKeepsResource(t *testing.T) {
 	s := NewStore()
 	t0 := time.Unix(1000, 0)
-	if _, err := s.Apply(claType, []Update{{Name: "a", Message: newCLA("a", 1, 3), ObservedAt: t0}}); err != nil {
+	if _, err := s.Apply(claType, []ResourceUpdate{{Name: "a", Message: newCLA("a", 1, 3), ObservedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	before := s.Get(claType, "a")
 	if !before.ObservedAt.Equal(t0) {
 		t.Errorf("ObservedAt %v, want %v", before.ObservedAt, t0)
 	}
-	ch, err := s.Apply(claType, []Update{{Name: "a", Message: newCLA("a", 1, 3), ObservedAt: t0.Add(time.Hour)}})
+	ch, err := s.Apply(claType, []ResourceUpdate{{Name: "a", Message: newCLA("a", 1, 3), ObservedAt: t0.Add(time.Hour)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch != (Changes{Unchanged: 1}) {
+	if ch != (ApplyResult{Unchanged: 1}) {
 		t.Errorf("Changes %+v", ch)
 	}
 	if after := s.Get(claType, "a"); after != before {
@@ -335,14 +335,14 @@ func TestApplyMarshalError(t *testing.T) {
 	mustApply(t, s, set("bad", 1))
 	bad := newCLA("bad", 2, 1)
 	bad.ClusterName = "\xff\xfe not UTF-8" // proto3 strings must be valid UTF-8
-	ch, err := s.Apply(claType, []Update{set("a", 1), {Name: "bad", Message: bad}, del("zzz")})
+	ch, err := s.Apply(claType, []ResourceUpdate{set("a", 1), {Name: "bad", Message: bad}, del("zzz")})
 	if err == nil {
 		t.Fatal("Apply of an invalid message returned no error")
 	}
 	if !strings.Contains(err.Error(), "bad") {
 		t.Errorf("error does not name the resource: %v", err)
 	}
-	if ch != (Changes{Set: 1, Unchanged: 1}) {
+	if ch != (ApplyResult{Set: 1, Unchanged: 1}) {
 		t.Errorf("Changes %+v, want Set 1, Unchanged 1", ch)
 	}
 	if got, want := storeLabels(t, s), []string{"a@1", "bad@1"}; !slices.Equal(got, want) {
@@ -364,19 +364,19 @@ func TestApplyNotifiesOnlyChangedNames(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		updates []Update
-		want    Changes
+		updates []ResourceUpdate
+		want    ApplyResult
 		woken   []string // sorted
 	}{
-		{"change a", []Update{set("a", 2)}, Changes{Set: 1, Notified: 4}, []string{"A", "AB", "W", "WA"}},
-		{"change b", []Update{set("b", 2)}, Changes{Set: 1, Notified: 4}, []string{"AB", "B", "W", "WA"}},
-		{"change a and b", []Update{set("a", 2), set("b", 2)}, Changes{Set: 2, Notified: 5}, []string{"A", "AB", "B", "W", "WA"}},
-		{"create c", []Update{set("c", 1)}, Changes{Set: 1, Notified: 3}, []string{"C", "W", "WA"}},
-		{"delete a", []Update{del("a")}, Changes{Deleted: 1, Notified: 4}, []string{"A", "AB", "W", "WA"}},
-		{"change a name nobody names", []Update{set("x", 2)}, Changes{Set: 1, Notified: 2}, []string{"W", "WA"}},
-		{"identical content", []Update{set("a", 1), set("b", 1), set("x", 1)}, Changes{Unchanged: 3}, nil},
-		{"delete a missing name", []Update{del("c"), del("y")}, Changes{Unchanged: 2}, nil},
-		{"identical a, changed c", []Update{set("a", 1), set("c", 1)}, Changes{Set: 1, Unchanged: 1, Notified: 3}, []string{"C", "W", "WA"}},
+		{"change a", []ResourceUpdate{set("a", 2)}, ApplyResult{Set: 1, Notified: 4}, []string{"A", "AB", "W", "WA"}},
+		{"change b", []ResourceUpdate{set("b", 2)}, ApplyResult{Set: 1, Notified: 4}, []string{"AB", "B", "W", "WA"}},
+		{"change a and b", []ResourceUpdate{set("a", 2), set("b", 2)}, ApplyResult{Set: 2, Notified: 5}, []string{"A", "AB", "B", "W", "WA"}},
+		{"create c", []ResourceUpdate{set("c", 1)}, ApplyResult{Set: 1, Notified: 3}, []string{"C", "W", "WA"}},
+		{"delete a", []ResourceUpdate{del("a")}, ApplyResult{Deleted: 1, Notified: 4}, []string{"A", "AB", "W", "WA"}},
+		{"change a name nobody names", []ResourceUpdate{set("x", 2)}, ApplyResult{Set: 1, Notified: 2}, []string{"W", "WA"}},
+		{"identical content", []ResourceUpdate{set("a", 1), set("b", 1), set("x", 1)}, ApplyResult{Unchanged: 3}, nil},
+		{"delete a missing name", []ResourceUpdate{del("c"), del("y")}, ApplyResult{Unchanged: 2}, nil},
+		{"identical a, changed c", []ResourceUpdate{set("a", 1), set("c", 1)}, ApplyResult{Set: 1, Unchanged: 1, Notified: 3}, []string{"C", "W", "WA"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -388,7 +388,7 @@ func TestApplyNotifiesOnlyChangedNames(t *testing.T) {
 				ch := make(chan struct{}, 1)
 				chans[name] = ch
 				sub := s.Subscribe(claType, ch, 0)
-				if err := sub.Update(Change{Subscribe: names}); err != nil {
+				if err := sub.Update(SubscriptionChange{Subscribe: names}); err != nil {
 					t.Fatal(err)
 				}
 				for !sub.Next(0).Empty() {
@@ -431,7 +431,7 @@ func TestApplySerializesOncePerChange(t *testing.T) {
 					names = []string{"a", Wildcard}
 				}
 				sub := s.Subscribe(claType, make(chan struct{}, 1), 0)
-				if err := sub.Update(Change{Subscribe: names}); err != nil {
+				if err := sub.Update(SubscriptionChange{Subscribe: names}); err != nil {
 					t.Fatal(err)
 				}
 				sub.Next(0)
@@ -479,7 +479,7 @@ func TestMarkSynced(t *testing.T) {
 	for _, names := range [][]string{{"a"}, {"missing"}, {Wildcard}, {"a", "b"}} {
 		ch := make(chan struct{}, 1)
 		sub := s.Subscribe(claType, ch, 0)
-		if err := sub.Update(Change{Subscribe: names}); err != nil {
+		if err := sub.Update(SubscriptionChange{Subscribe: names}); err != nil {
 			t.Fatal(err)
 		}
 		streams = append(streams, stream{ch, sub})
@@ -538,10 +538,10 @@ func TestStoreCounts(t *testing.T) {
 	mustApply(t, s, set("a", 1), set("b", 1))
 	s1 := s.Subscribe(claType, make(chan struct{}, 1), 0)
 	s2 := s.Subscribe(claType, make(chan struct{}, 1), 0)
-	if err := s1.Update(Change{Subscribe: []string{"a", "b", "c"}}); err != nil {
+	if err := s1.Update(SubscriptionChange{Subscribe: []string{"a", "b", "c"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.Update(Change{Subscribe: []string{Wildcard, "a"}}); err != nil {
+	if err := s2.Update(SubscriptionChange{Subscribe: []string{Wildcard, "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	if subs, names := s.SubscriptionCount(claType); subs != 2 || names != 5 {

@@ -15,13 +15,32 @@ const Wildcard = "*"
 // subscription's name limit. The subscription is left unchanged.
 var ErrTooManyNames = errors.New("too many subscribed resource names")
 
-// absent marks, in Subscription.sent, a name the client has been told does
-// not exist, so the removal is not repeated.
-const absent = ""
+// holding is what the subscription believes its client holds of one name:
+// what it was last sent, or what it declared in initial_resource_versions.
+type holding struct {
+	state holdState
+	// version is the version held, when state is holdsVersion.
+	version string
+}
 
-// mustAnswer marks, in Subscription.sent, a name the client must be sent
-// whatever it holds: the resource, or a removal. It is no version.
-const mustAnswer = "\x00"
+// holdState says which kind of holding a name is.
+type holdState uint8
+
+const (
+	// holdsVersion: the client holds version, sent to it or declared by it.
+	// A NACKed version counts as held, so the same content is not resent
+	// in a loop; the next change is.
+	holdsVersion holdState = iota
+	// toldAbsent: the client was sent a removal of the name (or declared an
+	// empty version: it holds nothing), so the removal is not repeated.
+	toldAbsent
+	// mustAnswer: the client must be sent the name's state, whatever it
+	// holds: the resource, or a removal.
+	mustAnswer
+)
+
+// holds reports whether h is exactly version v.
+func (h holding) holds(v string) bool { return h.state == holdsVersion && h.version == v }
 
 // Subscription is one stream's interest in one type of resource. It is safe
 // for concurrent use: the store marks names pending from updater goroutines
@@ -38,11 +57,9 @@ type Subscription struct {
 	// wildcardSince is when the wildcard was last turned on: a resource
 	// observed after it reaches the client as a change, not as its answer.
 	wildcardSince time.Time
-	// sent is the version the client was last sent, or declared in
-	// initial_resource_versions, per name; absent for a removal sent. It is
-	// what the client holds or rejected: a NACKed version stays here, so the
-	// same content is not resent in a loop, and the next change is.
-	sent    map[string]string
+	// sent is what the client holds of each name it was sent or declared
+	// (see holding); a name it was never told about has no entry.
+	sent    map[string]holding
 	pending map[string]struct{}
 	// isolate queues the names of a rejected multi-resource response, to be
 	// sent again one per response (see Rejected); isolating is its set.
@@ -80,7 +97,7 @@ func (s *Store) Subscribe(typeURL string, notify chan<- struct{}, maxNames int) 
 		notify:   notify,
 		maxNames: maxNames,
 		names:    make(map[string]struct{}),
-		sent:     make(map[string]string),
+		sent:     make(map[string]holding),
 		pending:  make(map[string]struct{}),
 	}
 	t.mu.Lock()
@@ -92,8 +109,10 @@ func (s *Store) Subscribe(typeURL string, notify chan<- struct{}, maxNames int) 
 // TypeURL returns the subscription's type.
 func (sub *Subscription) TypeURL() string { return sub.t.url }
 
-// Change is one request's worth of subscription changes.
-type Change struct {
+// SubscriptionChange is one request's worth of changes to a subscription
+// (the argument of [Subscription.Update]); [ResourceUpdate] changes a
+// resource in the store instead.
+type SubscriptionChange struct {
 	Subscribe   []string
 	Unsubscribe []string
 	// InitialVersions is what the client says it already holds (only
@@ -107,29 +126,73 @@ type Change struct {
 // exist. A name subscribed to again while subscribed is answered again,
 // unless the same change declares the client's version of it. Unsubscribing
 // sends nothing back.
-func (sub *Subscription) Update(c Change) error {
+//
+// It takes these steps, in this order: check the name limit, record the
+// declared versions, unsubscribe, subscribe, drop what only the wildcard gave
+// when the wildcard goes, build the stand-ins of newly named missing names
+// (outside the type lock), then update the type's index.
+func (sub *Subscription) Update(c SubscriptionChange) error {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	if sub.closed {
 		return errors.New("subscription closed")
 	}
-	if sub.maxNames > 0 {
-		if held := sub.namesAfter(c); held > sub.maxNames {
-			return fmt.Errorf("%w: the change would hold %d names, over the limit of %d", ErrTooManyNames, held, sub.maxNames)
-		}
-		if len(c.InitialVersions) > sub.maxNames {
-			return fmt.Errorf("%w: %d initial resource versions, over the limit of %d", ErrTooManyNames, len(c.InitialVersions), sub.maxNames)
-		}
+	if err := sub.checkLimitLocked(c); err != nil {
+		return err
 	}
+	sub.declareLocked(c.InitialVersions)
+	unindex, wildcardOff := sub.unsubscribeLocked(c.Unsubscribe)
+	index, wildcardOn := sub.subscribeLocked(c.Subscribe, c.InitialVersions)
+	if wildcardOn {
+		wildcardOff = false // unsubscribed and subscribed again in one request: it stays
+	}
+	if wildcardOff && sub.wildcard {
+		sub.dropWildcardOnlyLocked()
+	}
+	standIns := sub.t.standInsFor(index)
+	sub.reindexLocked(index, unindex, standIns, wildcardOn, wildcardOff)
 
-	for name, version := range c.InitialVersions {
-		sub.sent[name] = version
+	sub.notePendingPeak()
+	if len(sub.pending) > 0 {
+		sub.wake()
+	}
+	return nil
+}
+
+// checkLimitLocked returns ErrTooManyNames, wrapped, when c would take the
+// subscription over its name limit. Callers hold sub.mu.
+func (sub *Subscription) checkLimitLocked(c SubscriptionChange) error {
+	if sub.maxNames <= 0 {
+		return nil
+	}
+	if held := sub.namesAfter(c); held > sub.maxNames {
+		return fmt.Errorf("%w: the change would hold %d names, over the limit of %d", ErrTooManyNames, held, sub.maxNames)
+	}
+	if len(c.InitialVersions) > sub.maxNames {
+		return fmt.Errorf("%w: %d initial resource versions, over the limit of %d", ErrTooManyNames, len(c.InitialVersions), sub.maxNames)
+	}
+	return nil
+}
+
+// declareLocked records what the client says it holds and makes those names
+// pending, so that Next corrects what is stale. An empty version declares
+// nothing held. Callers hold sub.mu.
+func (sub *Subscription) declareLocked(versions map[string]string) {
+	for name, version := range versions {
+		if version == "" {
+			sub.sent[name] = holding{state: toldAbsent}
+		} else {
+			sub.sent[name] = holding{state: holdsVersion, version: version}
+		}
 		sub.pending[name] = struct{}{}
 	}
+}
 
-	var index, unindex []string
-	wildcardOn, wildcardOff := false, false
-	for _, n := range c.Unsubscribe {
+// unsubscribeLocked drops names from the subscription. It returns the names
+// to take out of the type's index, and whether the wildcard was among them.
+// Callers hold sub.mu.
+func (sub *Subscription) unsubscribeLocked(names []string) (unindex []string, wildcardOff bool) {
+	for _, n := range names {
 		if n == Wildcard {
 			wildcardOff = true
 			continue
@@ -146,19 +209,25 @@ func (sub *Subscription) Update(c Change) error {
 			// The client cannot tell whether the wildcard still covers the
 			// name, so it must be told: the resource, or its removal
 			// (xds_protocol.rst, "Unsubscribing from Resources").
-			sub.sent[n] = mustAnswer
+			sub.sent[n] = holding{state: mustAnswer}
 			sub.pending[n] = struct{}{}
 		}
 	}
-	for _, n := range c.Subscribe {
+	return unindex, wildcardOff
+}
+
+// subscribeLocked adds names to the subscription and makes them pending. It
+// returns the names new to the subscription, to add to the type's index, and
+// whether the wildcard was among them. Callers hold sub.mu.
+func (sub *Subscription) subscribeLocked(names []string, declared map[string]string) (index []string, wildcardOn bool) {
+	for _, n := range names {
 		if n == Wildcard {
 			wildcardOn = true
-			wildcardOff = false
 			continue
 		}
 		sub.pending[n] = struct{}{}
 		if _, ok := sub.names[n]; ok {
-			if _, declared := c.InitialVersions[n]; !declared {
+			if _, ok := declared[n]; !ok {
 				// A client naming again a name it is subscribed to has
 				// dropped its copy (Envoy removes a cluster and adds it back
 				// without unsubscribing in between): answer it again.
@@ -169,38 +238,56 @@ func (sub *Subscription) Update(c Change) error {
 		sub.names[n] = struct{}{}
 		index = append(index, n)
 	}
-	if wildcardOff && sub.wildcard {
-		sub.wildcard = false
-		// The client no longer wants what only the wildcard gave it.
-		for n := range sub.sent {
-			if _, named := sub.names[n]; !named {
-				delete(sub.sent, n)
-				delete(sub.pending, n)
-			}
-		}
-	}
+	return index, wildcardOn
+}
 
-	t := sub.t
-	// Stand-ins for the names this change is the first to name and that
-	// have no resource are marshaled before the type lock is taken for
-	// writing (a hostile client may name 100,000 missing names at once).
-	var standIns map[string]*Resource
-	if absent := t.absentFunc(); absent != nil && len(index) > 0 {
-		t.mu.RLock()
-		var missing []string
-		for _, n := range index {
-			if _, named := t.byName[n]; !named && t.resources[n] == nil {
-				missing = append(missing, n)
-			}
-		}
-		t.mu.RUnlock()
-		if len(missing) > 0 {
-			standIns = make(map[string]*Resource, len(missing))
-			for _, n := range missing {
-				standIns[n] = t.buildStandIn(absent, n, time.Time{})
-			}
+// dropWildcardOnlyLocked forgets what the client holds only through the
+// wildcard, which it no longer wants, and turns the wildcard off. Callers
+// hold sub.mu.
+func (sub *Subscription) dropWildcardOnlyLocked() {
+	sub.wildcard = false
+	for n := range sub.sent {
+		if _, named := sub.names[n]; !named {
+			delete(sub.sent, n)
+			delete(sub.pending, n)
 		}
 	}
+}
+
+// standInsFor builds the stand-ins of the names in index that no
+// subscription names yet and that have no resource. It marshals, so it runs
+// before the type lock is taken for writing (a hostile client may name
+// 100,000 missing names at once). Nil when the type has no AbsentFunc.
+func (t *typeStore) standInsFor(index []string) map[string]*Resource {
+	absent := t.absentFunc()
+	if absent == nil || len(index) == 0 {
+		return nil
+	}
+	t.mu.RLock()
+	var missing []string
+	for _, n := range index {
+		if _, named := t.byName[n]; !named && t.resources[n] == nil {
+			missing = append(missing, n)
+		}
+	}
+	t.mu.RUnlock()
+	if len(missing) == 0 {
+		return nil
+	}
+	standIns := make(map[string]*Resource, len(missing))
+	for _, n := range missing {
+		standIns[n] = t.buildStandIn(absent, n, time.Time{})
+	}
+	return standIns
+}
+
+// reindexLocked updates the type's index for this subscription: names out,
+// names in (with the stand-ins of the missing ones), and the wildcard turned
+// off or on. Turning the wildcard on makes every stored name pending.
+// Callers hold sub.mu; it takes the type lock.
+func (sub *Subscription) reindexLocked(index, unindex []string, standIns map[string]*Resource, wildcardOn, wildcardOff bool) {
+	t := sub.t
+	turnOn := wildcardOn && !sub.wildcard
 	t.mu.Lock()
 	for _, n := range unindex {
 		t.unindexLocked(n, sub)
@@ -225,7 +312,7 @@ func (sub *Subscription) Update(c Change) error {
 	if wildcardOff {
 		delete(t.wildcard, sub)
 	}
-	if wildcardOn && !sub.wildcard {
+	if turnOn {
 		t.wildcard[sub] = struct{}{}
 		// Everything stored is new to this subscription.
 		for n := range t.resources {
@@ -233,21 +320,15 @@ func (sub *Subscription) Update(c Change) error {
 		}
 	}
 	t.mu.Unlock()
-	if wildcardOn && !sub.wildcard {
+	if turnOn {
 		sub.wildcard = true
 		sub.wildcardSince = time.Now()
 	}
-
-	sub.notePendingPeak()
-	if len(sub.pending) > 0 {
-		sub.wake()
-	}
-	return nil
 }
 
 // namesAfter counts the names the subscription would hold after c, without
 // changing it. Callers hold sub.mu.
-func (sub *Subscription) namesAfter(c Change) int {
+func (sub *Subscription) namesAfter(c SubscriptionChange) int {
 	gone := make(map[string]struct{}, len(c.Unsubscribe))
 	for _, n := range c.Unsubscribe {
 		if _, ok := sub.names[n]; ok {
@@ -298,6 +379,11 @@ func (b Batch) Empty() bool { return len(b.Resources) == 0 && len(b.Removed) == 
 // where there is none, and to wildcard subscriptions. Names of a rejected
 // response (see Rejected) are sent again one per batch, taking turns with
 // fresh changes.
+//
+// It takes these steps: the synced gate; one isolated resend when it is its
+// turn (nextIsolatedLocked), else the pending names that fit the budget
+// (nextPendingLocked, each name answered by answerLocked); then a wake for
+// what is left, or a fresh pending map once a large one is drained.
 func (sub *Subscription) Next(maxBytes int) Batch {
 	if !sub.store.Synced() {
 		return Batch{}
@@ -318,15 +404,23 @@ func (sub *Subscription) Next(maxBytes int) Batch {
 		b, more = sub.nextPendingLocked(maxBytes)
 	}
 	t.mu.RUnlock()
+	sub.afterBatchLocked(more)
+	sort.Slice(b.Resources, func(i, j int) bool { return b.Resources[i].Name < b.Resources[j].Name })
+	sort.Strings(b.Removed)
+	return b
+}
+
+// afterBatchLocked wakes the subscription again when names were left for
+// lack of room or resends are queued; otherwise, once a pending map that
+// grew large is drained, it replaces it (Go maps never shrink). Callers hold
+// sub.mu.
+func (sub *Subscription) afterBatchLocked(more bool) {
 	if more || len(sub.isolate) > 0 {
 		sub.wake()
 	} else if len(sub.pending) == 0 && sub.pendingPeak > pendingShrinkAt {
 		sub.pending = make(map[string]struct{})
 		sub.pendingPeak = 0
 	}
-	sort.Slice(b.Resources, func(i, j int) bool { return b.Resources[i].Name < b.Resources[j].Name })
-	sort.Strings(b.Removed)
-	return b
 }
 
 // currentLocked returns what the subscription should hold of name: its
@@ -372,12 +466,59 @@ func (sub *Subscription) nextIsolatedLocked() Batch {
 			continue // gone meanwhile: the pending set answers it
 		}
 		delete(sub.pending, name)
-		sub.sent[name] = r.Version
+		sub.sent[name] = holding{state: holdsVersion, version: r.Version}
 		sub.isolatedLast = true
 		return Batch{Resources: []*Resource{r}}
 	}
 	sub.isolate = nil
 	return Batch{}
+}
+
+// answer is what one pending name calls for.
+type answer uint8
+
+const (
+	// answerNothing: the client already holds the name's current state, or
+	// is not owed it; the name leaves the pending set.
+	answerNothing answer = iota
+	// answerResource: send the resource (or stand-in) returned with it.
+	answerResource
+	// answerRemoval: send a removal of the name.
+	answerRemoval
+)
+
+// answerLocked says what pending name calls for, given what the client holds
+// of it, and returns the resource to send for answerResource. Callers hold
+// sub.mu and t.mu.
+func (sub *Subscription) answerLocked(name string) (answer, *Resource) {
+	_, named := sub.names[name]
+	if !named && !sub.wildcard {
+		return answerNothing, nil // unsubscribed meanwhile
+	}
+	r := sub.currentLocked(name, named)
+	held, known := sub.sent[name]
+	switch {
+	case r == nil && known && held.state == toldAbsent:
+		return answerNothing, nil // already told
+	case r == nil && !known && !named:
+		return answerNothing, nil // a wildcard subscription never sent it
+	case r == nil:
+		return answerRemoval, nil
+	case known && held.holds(r.Version):
+		return answerNothing, nil
+	default:
+		return answerResource, r
+	}
+}
+
+// propagatesChangeLocked reports whether sending r propagates a change the
+// client was subscribed to when it happened (see Batch.Observed), given what
+// it held before. Callers hold sub.mu.
+func (sub *Subscription) propagatesChangeLocked(r *Resource, held holding, known bool) bool {
+	if r.ObservedAt.IsZero() {
+		return false
+	}
+	return known && held.state != mustAnswer || sub.wildcard && r.ObservedAt.After(sub.wildcardSince)
 }
 
 // nextPendingLocked takes pending names up to the budget. It reports whether
@@ -390,50 +531,37 @@ func (sub *Subscription) nextPendingLocked(maxBytes int) (b Batch, more bool) {
 		if _, iso := sub.isolating[name]; iso {
 			continue // sent alone, in its turn
 		}
-		_, named := sub.names[name]
-		if !named && !sub.wildcard {
+		what, r := sub.answerLocked(name)
+		switch what {
+		case answerNothing:
 			delete(sub.pending, name)
-			continue
-		}
-		r := sub.currentLocked(name, named)
-		held, known := sub.sent[name]
-		if r == nil {
-			if known && held == absent || !known && !named {
-				// Already told, or a wildcard subscription never sent it.
-				delete(sub.pending, name)
-				continue
-			}
+		case answerRemoval:
 			if !fits(len(name) + 2) {
-				more = true
-				break
+				return b, true
 			}
 			delete(sub.pending, name)
 			b.Removed = append(b.Removed, name)
 			size += len(name) + 2
-			if named {
-				sub.sent[name] = absent
+			if _, named := sub.names[name]; named {
+				sub.sent[name] = holding{state: toldAbsent}
 			} else {
-				delete(sub.sent, name)
+				delete(sub.sent, name) // a wildcard removal: nothing to remember
 			}
-			continue
-		}
-		if known && held == r.Version {
+		case answerResource:
+			if !fits(r.WireSize) {
+				return b, true
+			}
 			delete(sub.pending, name)
-			continue
+			b.Resources = append(b.Resources, r)
+			held, known := sub.sent[name]
+			if sub.propagatesChangeLocked(r, held, known) {
+				b.Observed = append(b.Observed, r.ObservedAt)
+			}
+			sub.sent[name] = holding{state: holdsVersion, version: r.Version}
+			size += r.WireSize
 		}
-		if !fits(r.WireSize) {
-			more = true
-			break
-		}
-		delete(sub.pending, name)
-		b.Resources = append(b.Resources, r)
-		if !r.ObservedAt.IsZero() && (known && held != mustAnswer || sub.wildcard && r.ObservedAt.After(sub.wildcardSince)) {
-			b.Observed = append(b.Observed, r.ObservedAt)
-		}
-		sub.sent[name] = r.Version
-		size += r.WireSize
 	}
-	return b, more
+	return b, false
 }
 
 // Rejected tells the subscription that the client rejected (NACKed) a

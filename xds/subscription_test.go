@@ -54,7 +54,7 @@ func standInVersion(t testing.TB, name string) string {
 // update records a subscription change the client sent (and the server
 // accepted). A client forgets what it unsubscribes from, and what it
 // subscribes to again while subscribed.
-func (c *simClient) update(ch Change) {
+func (c *simClient) update(ch SubscriptionChange) {
 	for n, v := range ch.InitialVersions {
 		c.held[n] = v
 	}
@@ -256,12 +256,12 @@ const (
 
 // step is one action on a store with one subscription, and what must follow.
 type step struct {
-	apply   []Update // Store.Apply
-	changes *Changes // what Apply must report
+	apply   []ResourceUpdate // Store.Apply
+	changes *ApplyResult     // what Apply must report
 
-	change  *Change        // Subscription.Update
-	initial map[string]int // added to change.InitialVersions: name -> gen, -1 for a version that never existed
-	wantErr error          // Update's error
+	change  *SubscriptionChange // Subscription.Update
+	initial map[string]int      // added to change.InitialVersions: name -> gen, -1 for a version that never existed
+	wantErr error               // Update's error
 
 	sync bool // Store.MarkSynced
 
@@ -276,12 +276,12 @@ type step struct {
 	client []string // when not nil, what the client holds after the step, "name@gen"
 }
 
-func doApply(w wake, us ...Update) step { return step{apply: us, woken: w} }
+func doApply(w wake, us ...ResourceUpdate) step { return step{apply: us, woken: w} }
 func doSub(w wake, names ...string) step {
-	return step{change: &Change{Subscribe: names}, woken: w}
+	return step{change: &SubscriptionChange{Subscribe: names}, woken: w}
 }
 func doUnsub(w wake, names ...string) step {
-	return step{change: &Change{Unsubscribe: names}, woken: w}
+	return step{change: &SubscriptionChange{Unsubscribe: names}, woken: w}
 }
 func doNext(want []string, removed ...string) step {
 	return step{next: true, want: want, removed: removed}
@@ -308,7 +308,7 @@ func TestNext(t *testing.T) {
 			doApply(wakeYes, set("a", 1)),
 			doApply(wakeYes, del("a")),
 			doNext(none),
-			{apply: []Update{del("a")}, changes: &Changes{Unchanged: 1}, woken: wakeNo},
+			{apply: []ResourceUpdate{del("a")}, changes: &ApplyResult{Unchanged: 1}, woken: wakeNo},
 			doNext(none),
 			doApply(wakeYes, set("a", 1)),
 			doNext([]string{"a@1"}),
@@ -348,13 +348,13 @@ func TestNext(t *testing.T) {
 			doApply(wakeAny, set("a", 1), set("b", 1)),
 			doSub(wakeYes, Wildcard),
 			doNext([]string{"a@1", "b@1"}),
-			{apply: []Update{set("a", 1), set("b", 1)}, changes: &Changes{Unchanged: 2}, woken: wakeNo},
+			{apply: []ResourceUpdate{set("a", 1), set("b", 1)}, changes: &ApplyResult{Unchanged: 2}, woken: wakeNo},
 			doNext(none),
 		}},
 		{"initial versions: current not sent, stale sent, missing removed", []step{
 			doApply(wakeAny, set("a", 1), set("b", 1), set("c", 1)),
 			doSync(),
-			{change: &Change{Subscribe: []string{"a", "b", "c", "d", "e"}}, initial: map[string]int{"a": 1, "b": 0, "c": -1, "d": 1}, woken: wakeYes},
+			{change: &SubscriptionChange{Subscribe: []string{"a", "b", "c", "d", "e"}}, initial: map[string]int{"a": 1, "b": 0, "c": -1, "d": 1}, woken: wakeYes},
 			doNext([]string{"b@1", "c@1"}, "d", "e"),
 			doNext(none),
 			{client: []string{"a@1", "b@1", "c@1"}},
@@ -362,7 +362,7 @@ func TestNext(t *testing.T) {
 		{"initial versions on a wildcard subscription", []step{
 			doApply(wakeAny, set("a", 1), set("b", 1)),
 			doSync(),
-			{change: &Change{Subscribe: []string{Wildcard}}, initial: map[string]int{"a": 1, "b": 2, "gone": 1}, woken: wakeYes},
+			{change: &SubscriptionChange{Subscribe: []string{Wildcard}}, initial: map[string]int{"a": 1, "b": 2, "gone": 1}, woken: wakeYes},
 			doNext([]string{"b@1"}, "gone"),
 			doNext(none),
 			doApply(wakeYes, del("a")),
@@ -371,7 +371,7 @@ func TestNext(t *testing.T) {
 		}},
 		{"initial versions before sync", []step{
 			doApply(wakeAny, set("a", 1)),
-			{change: &Change{Subscribe: []string{"a", "b"}}, initial: map[string]int{"a": 1, "b": 1}, woken: wakeYes},
+			{change: &SubscriptionChange{Subscribe: []string{"a", "b"}}, initial: map[string]int{"a": 1, "b": 1}, woken: wakeYes},
 			doNext(none),
 			doSync(),
 			doNext(none, "b"),
@@ -388,7 +388,7 @@ func TestNext(t *testing.T) {
 			doNext(none),
 			doApply(wakeYes, del("b")),
 			doNext(none, "b"),
-			{apply: []Update{del("b"), del("never")}, changes: &Changes{Unchanged: 2}, woken: wakeNo},
+			{apply: []ResourceUpdate{del("b"), del("never")}, changes: &ApplyResult{Unchanged: 2}, woken: wakeNo},
 			doNext(none),
 			{client: []string{"a@1", "c@1"}},
 		}},
@@ -409,8 +409,8 @@ func TestNext(t *testing.T) {
 			doUnsub(wakeNo, "a"),
 			doNext(none),
 			{client: []string{"b@1"}},
-			{apply: []Update{set("a", 2)}, changes: &Changes{Set: 1}, woken: wakeNo},
-			{apply: []Update{del("a")}, changes: &Changes{Deleted: 1}, woken: wakeNo},
+			{apply: []ResourceUpdate{set("a", 2)}, changes: &ApplyResult{Set: 1}, woken: wakeNo},
+			{apply: []ResourceUpdate{del("a")}, changes: &ApplyResult{Deleted: 1}, woken: wakeNo},
 			doApply(wakeNo, set("a", 2)),
 			doNext(none),
 			doSub(wakeYes, "a"),
@@ -418,7 +418,7 @@ func TestNext(t *testing.T) {
 			doUnsub(wakeNo, "a"),
 			doSub(wakeYes, "a"),
 			doNext([]string{"a@2"}),
-			{change: &Change{Unsubscribe: []string{"a"}, Subscribe: []string{"a"}}, woken: wakeYes},
+			{change: &SubscriptionChange{Unsubscribe: []string{"a"}, Subscribe: []string{"a"}}, woken: wakeYes},
 			doNext([]string{"a@2"}),
 			doUnsub(wakeNo, "not-subscribed"),
 		}},
@@ -444,7 +444,7 @@ func TestNext(t *testing.T) {
 			doNext(none, "gone"),
 			doSub(wakeYes, "gone"),
 			doNext(none, "gone"),
-			{change: &Change{Subscribe: []string{"a"}}, initial: map[string]int{"a": 1}, woken: wakeYes},
+			{change: &SubscriptionChange{Subscribe: []string{"a"}}, initial: map[string]int{"a": 1}, woken: wakeYes},
 			doNext(none),
 		}},
 		{"re-subscribing the wildcard sends nothing", []step{
@@ -461,7 +461,7 @@ func TestNext(t *testing.T) {
 			doSync(),
 			doSub(wakeYes, "a"),
 			doNext(none, "a"),
-			{apply: []Update{set("b", 1), set("c", 1)}, changes: &Changes{Set: 2, Notified: 0}, woken: wakeNo},
+			{apply: []ResourceUpdate{set("b", 1), set("c", 1)}, changes: &ApplyResult{Set: 2, Notified: 0}, woken: wakeNo},
 			doNext(none),
 		}},
 		{"unsubscribing the wildcard forgets what only it gave", []step{
@@ -508,7 +508,7 @@ func TestNext(t *testing.T) {
 		{"subscribe and unsubscribe the wildcard in one request keeps it", []step{
 			doSync(),
 			doApply(wakeAny, set("a", 1)),
-			{change: &Change{Subscribe: []string{Wildcard}, Unsubscribe: []string{Wildcard}}, woken: wakeYes},
+			{change: &SubscriptionChange{Subscribe: []string{Wildcard}, Unsubscribe: []string{Wildcard}}, woken: wakeYes},
 			doNext([]string{"a@1"}),
 			doApply(wakeYes, set("b", 1)),
 			doNext([]string{"b@1"}),
@@ -530,9 +530,9 @@ func TestNext(t *testing.T) {
 			doSub(wakeYes, "a", Wildcard),
 			doNext([]string{"a@1"}),
 			{close: true, woken: wakeNo},
-			{apply: []Update{set("a", 2), set("b", 1)}, changes: &Changes{Set: 2, Notified: 0}, woken: wakeNo},
+			{apply: []ResourceUpdate{set("a", 2), set("b", 1)}, changes: &ApplyResult{Set: 2, Notified: 0}, woken: wakeNo},
 			doNext(none),
-			{change: &Change{Subscribe: []string{"b"}}, wantErr: errAny, woken: wakeNo},
+			{change: &SubscriptionChange{Subscribe: []string{"b"}}, wantErr: errAny, woken: wakeNo},
 			{close: true, woken: wakeNo},
 		}},
 	}
@@ -578,7 +578,7 @@ func runSteps(t *testing.T, maxNames int, steps []step) {
 			case st.wantErr == nil && err != nil:
 				t.Fatalf("step %d: Update: %v", i, err)
 			case st.wantErr == errAny && err == nil, st.wantErr != nil && st.wantErr != errAny && !errors.Is(err, st.wantErr):
-				t.Fatalf("step %d: Update returned %v, want %v", i, err, st.wantErr)
+				t.Fatalf("step %d: ResourceUpdate returned %v, want %v", i, err, st.wantErr)
 			case err == nil:
 				c.update(ch)
 			}
@@ -644,7 +644,7 @@ func TestNextMaxBytes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewStore()
 			var names []string
-			var updates []Update
+			var updates []ResourceUpdate
 			for i := 0; i < tc.resources; i++ {
 				n := fmt.Sprintf("r%02d", i)
 				names = append(names, n)
@@ -657,11 +657,11 @@ func TestNextMaxBytes(t *testing.T) {
 			s.MarkSynced()
 			notify := make(chan struct{}, 1)
 			sub := s.Subscribe(claType, notify, 0)
-			if err := sub.Update(Change{Subscribe: names}); err != nil {
+			if err := sub.Update(SubscriptionChange{Subscribe: names}); err != nil {
 				t.Fatal(err)
 			}
 			c := newSimClient()
-			c.update(Change{Subscribe: names})
+			c.update(SubscriptionChange{Subscribe: names})
 			sent := map[string]int{}
 			calls := 0
 			for woken(notify) {
@@ -721,11 +721,11 @@ func TestNextMaxBytesLatestVersion(t *testing.T) {
 	s.MarkSynced()
 	mustApply(t, s, set("a", 1), set("b", 1))
 	sub := s.Subscribe(claType, make(chan struct{}, 1), 0)
-	if err := sub.Update(Change{Subscribe: []string{"a", "b"}}); err != nil {
+	if err := sub.Update(SubscriptionChange{Subscribe: []string{"a", "b"}}); err != nil {
 		t.Fatal(err)
 	}
 	c := newSimClient()
-	c.update(Change{Subscribe: []string{"a", "b"}})
+	c.update(SubscriptionChange{Subscribe: []string{"a", "b"}})
 	b := sub.Next(1)
 	if len(b.Resources) != 1 {
 		t.Fatalf("Next(1) gave %d resources", len(b.Resources))
@@ -753,24 +753,24 @@ func TestUpdateMaxNames(t *testing.T) {
 		name      string
 		maxNames  int
 		held      []string
-		change    Change
+		change    SubscriptionChange
 		wantErr   bool
 		wantNames int
 	}{
-		{"within the limit", 3, nil, Change{Subscribe: []string{"a", "b", "c"}}, false, 3},
-		{"over the limit", 2, nil, Change{Subscribe: []string{"a", "b", "c"}}, true, 0},
-		{"over the limit with names held", 2, []string{"a", "b"}, Change{Subscribe: []string{"c"}}, true, 2},
+		{"within the limit", 3, nil, SubscriptionChange{Subscribe: []string{"a", "b", "c"}}, false, 3},
+		{"over the limit", 2, nil, SubscriptionChange{Subscribe: []string{"a", "b", "c"}}, true, 0},
+		{"over the limit with names held", 2, []string{"a", "b"}, SubscriptionChange{Subscribe: []string{"c"}}, true, 2},
 		{"over the limit with a wildcard and initial versions", 2, []string{"a"},
-			Change{Subscribe: []string{"b", "c", "d", Wildcard}, Unsubscribe: []string{"a"}, InitialVersions: map[string]string{"x": "v"}}, true, 1},
-		{"held names are not counted again", 2, []string{"a", "b"}, Change{Subscribe: []string{"a", "b"}}, false, 2},
-		{"the wildcard is not counted", 1, []string{"a"}, Change{Subscribe: []string{Wildcard}}, false, 1},
-		{"zero means no limit", 0, nil, Change{Subscribe: many}, false, 100},
-		{"unsubscribing within the limit", 2, []string{"a", "b"}, Change{Unsubscribe: []string{"a"}}, false, 1},
+			SubscriptionChange{Subscribe: []string{"b", "c", "d", Wildcard}, Unsubscribe: []string{"a"}, InitialVersions: map[string]string{"x": "v"}}, true, 1},
+		{"held names are not counted again", 2, []string{"a", "b"}, SubscriptionChange{Subscribe: []string{"a", "b"}}, false, 2},
+		{"the wildcard is not counted", 1, []string{"a"}, SubscriptionChange{Subscribe: []string{Wildcard}}, false, 1},
+		{"zero means no limit", 0, nil, SubscriptionChange{Subscribe: many}, false, 100},
+		{"unsubscribing within the limit", 2, []string{"a", "b"}, SubscriptionChange{Unsubscribe: []string{"a"}}, false, 1},
 		// A name listed twice in one request is one name.
-		{"duplicate names in one request count once", 2, nil, Change{Subscribe: []string{"a", "a", "b"}}, false, 2},
+		{"duplicate names in one request count once", 2, nil, SubscriptionChange{Subscribe: []string{"a", "a", "b"}}, false, 2},
 		// A client at its limit replacing one name by another in one request
 		// ends at its limit, not over it.
-		{"unsubscribing in the same request frees room", 2, []string{"a", "b"}, Change{Unsubscribe: []string{"a"}, Subscribe: []string{"c"}}, false, 2},
+		{"unsubscribing in the same request frees room", 2, []string{"a", "b"}, SubscriptionChange{Unsubscribe: []string{"a"}, Subscribe: []string{"c"}}, false, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -781,10 +781,10 @@ func TestUpdateMaxNames(t *testing.T) {
 			sub := s.Subscribe(claType, notify, tc.maxNames)
 			c := newSimClient()
 			if tc.held != nil {
-				if err := sub.Update(Change{Subscribe: tc.held}); err != nil {
+				if err := sub.Update(SubscriptionChange{Subscribe: tc.held}); err != nil {
 					t.Fatal(err)
 				}
-				c.update(Change{Subscribe: tc.held})
+				c.update(SubscriptionChange{Subscribe: tc.held})
 				drain(t, sub, c, s, 0)
 			}
 			woken(notify)
@@ -852,7 +852,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 		names[i] = fmt.Sprintf("n%d", i)
 	}
 	// Pre-build every message: the writers then only Apply.
-	msgs := make(map[string][]Update)
+	msgs := make(map[string][]ResourceUpdate)
 	for _, n := range names {
 		for gen := 0; gen <= maxGen; gen++ {
 			msgs[n] = append(msgs[n], set(n, gen))
@@ -875,7 +875,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 				if w == 0 && i == applies/3 {
 					syncOnce.Do(s.MarkSynced)
 				}
-				var batch []Update
+				var batch []ResourceUpdate
 				for k := rng.IntN(3) + 1; k > 0; k-- {
 					n := names[rng.IntN(alphabet)]
 					if rng.IntN(4) == 0 {
@@ -921,7 +921,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 				return out
 			}
 			var updates, batches, reconnects int
-			update := func(ch Change) bool {
+			update := func(ch SubscriptionChange) bool {
 				updates++
 				if err := sub.Update(ch); err != nil {
 					t.Errorf("stream %d: Update: %v", st, err)
@@ -941,7 +941,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 				}
 				return true
 			}
-			if !update(Change{Subscribe: randNames(8)}) {
+			if !update(SubscriptionChange{Subscribe: randNames(8)}) {
 				return
 			}
 		loop:
@@ -953,15 +953,15 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 				}
 				switch op := rng.IntN(10); {
 				case op < 2:
-					if !update(Change{Subscribe: randNames(8)}) {
+					if !update(SubscriptionChange{Subscribe: randNames(8)}) {
 						return
 					}
 				case op < 3:
-					if !update(Change{Unsubscribe: randNames(3)}) {
+					if !update(SubscriptionChange{Unsubscribe: randNames(3)}) {
 						return
 					}
 				case op < 4:
-					if !update(Change{Subscribe: randNames(8), Unsubscribe: randNames(3)}) {
+					if !update(SubscriptionChange{Subscribe: randNames(8), Unsubscribe: randNames(3)}) {
 						return
 					}
 				case op < 5 && rng.IntN(4) == 0:
@@ -976,7 +976,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 					// new stream has a new one.
 					notify = make(chan struct{}, 1)
 					sub = s.Subscribe(claType, notify, maxNamesSub)
-					first := Change{InitialVersions: maps.Clone(c.held)}
+					first := SubscriptionChange{InitialVersions: maps.Clone(c.held)}
 					for n := range c.names {
 						first.Subscribe = append(first.Subscribe, n)
 					}
@@ -1047,7 +1047,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 	if subs, n := s.SubscriptionCount(claType); subs != 0 || n != 0 {
 		t.Errorf("after closing every stream: SubscriptionCount = %d, %d", subs, n)
 	}
-	if ch, _ := s.Apply(claType, []Update{set("n0", maxGen+1)}); ch.Notified != 0 {
+	if ch, _ := s.Apply(claType, []ResourceUpdate{set("n0", maxGen+1)}); ch.Notified != 0 {
 		t.Errorf("Apply after every stream closed notified %d", ch.Notified)
 	}
 }

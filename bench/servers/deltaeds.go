@@ -34,9 +34,9 @@ func newDeltaEDS() *deltaEDS {
 
 func (d *deltaEDS) Load(clas []*endpointv3.ClusterLoadAssignment) error {
 	now := time.Now()
-	updates := make([]xds.Update, len(clas))
+	updates := make([]xds.ResourceUpdate, len(clas))
 	for i, c := range clas {
-		updates[i] = xds.Update{Name: c.GetClusterName(), Message: c, ObservedAt: now}
+		updates[i] = xds.ResourceUpdate{Name: c.GetClusterName(), Message: c, ObservedAt: now}
 	}
 	if _, err := d.store.Apply(xds.EndpointType, updates); err != nil {
 		return fmt.Errorf("deltaeds: load: %w", err)
@@ -46,7 +46,7 @@ func (d *deltaEDS) Load(clas []*endpointv3.ClusterLoadAssignment) error {
 }
 
 func (d *deltaEDS) Set(c *endpointv3.ClusterLoadAssignment) error {
-	_, err := d.store.Apply(xds.EndpointType, []xds.Update{{Name: c.GetClusterName(), Message: c, ObservedAt: time.Now()}})
+	_, err := d.store.Apply(xds.EndpointType, []xds.ResourceUpdate{{Name: c.GetClusterName(), Message: c, ObservedAt: time.Now()}})
 	if err != nil {
 		return fmt.Errorf("deltaeds: apply %s: %w", c.GetClusterName(), err)
 	}
