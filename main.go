@@ -141,7 +141,7 @@ func newProcess(cfg serveConfig, log *zap.Logger) (_ *process, err error) {
 
 	// xds -> delta: the store's CLAs out to Envoys over Delta ADS, on a gRPC
 	// server that also carries grpc.health.v1.
-	p.delta = delta.NewServer(p.store, delta.Options{
+	p.delta = delta.NewServer(p.store, delta.Config{
 		Logger:            log.Named("xds"),
 		Metrics:           delta.NewMetrics(reg),
 		MaxResponseBytes:  cfg.MaxResponseBytes,

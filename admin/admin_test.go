@@ -292,7 +292,7 @@ func TestDebugMissingFromServer(t *testing.T) {
 	store.RegisterType(xds.EndpointType, func(name string) proto.Message { return &endpointv3.ClusterLoadAssignment{ClusterName: name} })
 	store.MarkSynced()
 	reg := prometheus.NewRegistry()
-	srv, err := admin.New(admin.Config{Store: store, Streams: delta.NewServer(store, delta.Options{}), Watcher: &fakeWatcher{}, Registry: reg})
+	srv, err := admin.New(admin.Config{Store: store, Streams: delta.NewServer(store, delta.Config{}), Watcher: &fakeWatcher{}, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

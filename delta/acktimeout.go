@@ -9,7 +9,7 @@ import (
 )
 
 // ackTimer bounds how long a stream's responses may stay unacknowledged
-// (Options.AckTimeout). It belongs to the stream's handler goroutine: one
+// (Config.AckTimeout). It belongs to the stream's handler goroutine: one
 // time.Timer per stream, set for the oldest response in flight of any type,
 // so nothing is started per response.
 //
@@ -118,7 +118,7 @@ func (a *ackTimer) fired(st *stream) error {
 // ackTimedOut counts and logs a response left unacknowledged past the
 // timeout, and returns the status that ends the stream.
 func (st *stream) ackTimedOut(ts *typeState, timeout, waited time.Duration) error {
-	st.s.metrics.ACKTimeouts.WithLabelValues(ts.url).Inc()
+	st.server.metrics.ACKTimeouts.WithLabelValues(ts.url).Inc()
 	// st.log carries node_id: no response is sent before the node is known.
 	st.log.Warn("ending a Delta xDS stream: a response was neither ACKed nor NACKed within the ack timeout; the client will reconnect",
 		zap.String("type_url", ts.url), zap.String("nonce", ts.nonce),

@@ -15,16 +15,16 @@ import (
 const clusterType = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 
 // TestAckTimeout: a response that is neither ACKed nor NACKed within
-// Options.AckTimeout ends its stream with DeadlineExceeded. The timeouts are
+// Config.AckTimeout ends its stream with DeadlineExceeded. The timeouts are
 // short, and only outcomes are asserted, never how soon they came: "in time"
 // cases answer at once and use a timeout far longer than that takes.
 func TestAckTimeout(t *testing.T) {
 	cases := []struct {
 		name string
-		opts Options
+		opts Config
 		run  func(t *testing.T, f *fixture, rs *rawStream)
 	}{
-		{"a client that never ACKs is ended with DeadlineExceeded", Options{AckTimeout: 100 * time.Millisecond}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a client that never ACKs is ended with DeadlineExceeded", Config{AckTimeout: 100 * time.Millisecond}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			resp := rs.next()
 			err := rs.fails()
@@ -44,7 +44,7 @@ func TestAckTimeout(t *testing.T) {
 			}
 			waitFor(t, func() bool { return len(f.server.Streams()) == 0 })
 		}},
-		{"a client that ACKs every response in time is not ended", Options{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a client that ACKs every response in time is not ended", Config{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			rs.ack(rs.next())
 			// Responses keep coming for longer than the timeout: each has
@@ -62,7 +62,7 @@ func TestAckTimeout(t *testing.T) {
 				t.Fatalf("ack timeouts = %v", n)
 			}
 		}},
-		{"a NACK answers a response too", Options{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a NACK answers a response too", Config{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			resp := rs.next()
 			rs.send(&req{ResponseNonce: resp.Nonce, ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "bad"}})
@@ -72,7 +72,7 @@ func TestAckTimeout(t *testing.T) {
 				t.Fatalf("ack timeouts = %v", n)
 			}
 		}},
-		{"a stale nonce does not answer the latest response", Options{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a stale nonce does not answer the latest response", Config{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			first := rs.next()
 			rs.ack(first)
@@ -84,7 +84,7 @@ func TestAckTimeout(t *testing.T) {
 				t.Fatalf("err = %v, want DeadlineExceeded naming nonce %s", err, second.Nonce)
 			}
 		}},
-		{"each type has its own deadline; the error names the late one", Options{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"each type has its own deadline; the error names the late one", Config{AckTimeout: time.Second}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			rs.ack(rs.next())
 			rs.send(&req{TypeUrl: clusterType, ResourceNamesSubscribe: []string{"missing"}})
@@ -123,7 +123,7 @@ func TestAckTimeout(t *testing.T) {
 				t.Errorf("type_url labels %v", got)
 			}
 		}},
-		{"with no timeout a response may wait for ever", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"with no timeout a response may wait for ever", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			resp := rs.next()
 			time.Sleep(500 * time.Millisecond)

@@ -15,7 +15,7 @@
 // For each type there is at most one unacknowledged response in flight.
 // Changes arriving meanwhile accumulate in the subscription's pending set and
 // go out together when the client ACKs or NACKs: batching is paced by the
-// client, with no timer. A response stays under Options.MaxResponseBytes;
+// client, with no timer. A response stays under Config.MaxResponseBytes;
 // larger batches are split over several responses.
 //
 // Every response carries a fresh nonce. A request whose response_nonce names

@@ -104,7 +104,7 @@ func startClient(t *testing.T, f *fixture, cfg envoysim.Config) *envoysim.Client
 // exactly the store's state, nothing for the names deleted last, with no
 // protocol violation.
 func TestFleetConvergesUnderChurn(t *testing.T) {
-	f := newFixture(t, Options{MaxResponseBytes: 2048})
+	f := newFixture(t, Config{MaxResponseBytes: 2048})
 	const nNames = 60
 	all := make([]string, nNames)
 	for i := range all {
@@ -186,7 +186,7 @@ func TestFleetConvergesUnderChurn(t *testing.T) {
 // TestReconnectingFleetIsResentNothing connects clients, drops their
 // streams, and checks the server sends them no resource on reconnect.
 func TestReconnectingFleetIsResentNothing(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	names := []string{"a", "b", "c"}
 	f.set(1, names...)
 	f.store.MarkSynced()

@@ -160,7 +160,7 @@ func FuzzStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		store := xds.NewStore()
 		store.RegisterType(EndpointType, emptyCLA)
-		srv := NewServer(store, Options{MaxNamesPerStream: 4, MaxResponseBytes: 64})
+		srv := NewServer(store, Config{MaxNamesPerStream: 4, MaxResponseBytes: 64})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		st := &scriptedStream{t: t, ctx: ctx, store: store, ops: ops, seen: map[string]bool{}}

@@ -23,6 +23,10 @@ import (
 // used to assert that something did not happen.
 const testTimeout = 10 * time.Second
 
+// EndpointType is the type these tests serve (the package itself uses
+// xds.EndpointType; it exports no copy of it).
+const EndpointType = xds.EndpointType
+
 // fixture is a real gRPC server on loopback serving a store.
 type fixture struct {
 	t      *testing.T
@@ -34,24 +38,24 @@ type fixture struct {
 	addr   string
 }
 
-func newFixture(t *testing.T, opts Options) *fixture {
+func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
 	store := xds.NewStore()
 	store.RegisterType(EndpointType, emptyCLA)
-	return newFixtureWithStore(t, store, opts)
+	return newFixtureWithStore(t, store, cfg)
 }
 
 // emptyCLA is the stand-in deltaeds registers for EDS (watch registers
 // translate.EmptyCLA): a subscribed name without endpoints.
 func emptyCLA(name string) proto.Message { return &endpointv3.ClusterLoadAssignment{ClusterName: name} }
 
-func newFixtureWithStore(t *testing.T, store *xds.Store, opts Options) *fixture {
+func newFixtureWithStore(t *testing.T, store *xds.Store, cfg Config) *fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics(reg)
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(reg)
 	}
-	srv := NewServer(store, opts)
+	srv := NewServer(store, cfg)
 	g := grpc.NewServer(srv.GRPCServerOptions()...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

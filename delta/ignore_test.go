@@ -16,8 +16,8 @@ import (
 func TestIgnoredTypesAreLoggedBounded(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	store := xds.NewStore()
-	s := NewServer(store, Options{Logger: zap.New(core)})
-	st := &stream{s: s, log: s.log, ignored: make(map[string]bool)}
+	s := NewServer(store, Config{Logger: zap.New(core)})
+	st := &stream{server: s, log: s.log, ignored: make(map[string]bool)}
 	for round := range 3 {
 		for i := range 100 {
 			st.ignore(fmt.Sprintf("type.googleapis.com/hostile.Type%d", i))

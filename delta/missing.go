@@ -33,7 +33,7 @@ func (st *stream) noteMissing(ts *typeState, subscribed []string) {
 	if st.missingFull || len(subscribed) == 0 {
 		return
 	}
-	if !st.s.store.Synced() {
+	if !st.server.store.Synced() {
 		st.missingOnSync = true
 		return
 	}
@@ -47,13 +47,13 @@ func (st *stream) noteMissing(ts *typeState, subscribed []string) {
 		}
 	}
 	// One more than there is room for, to say that logging stops.
-	st.logMissing(ts.url, st.s.store.Absent(ts.url, candidates, maxMissingLogged-len(st.missingLogged)+1))
+	st.logMissing(ts.url, st.server.store.Absent(ts.url, candidates, maxMissingLogged-len(st.missingLogged)+1))
 }
 
 // checkMissingOnSync logs the missing names of subscriptions made before the
 // store was synced, once it is.
 func (st *stream) checkMissingOnSync() {
-	if !st.missingOnSync || !st.s.store.Synced() {
+	if !st.missingOnSync || !st.server.store.Synced() {
 		return
 	}
 	st.missingOnSync = false
@@ -87,7 +87,7 @@ func (st *stream) logMissing(typeURL string, missing []string) {
 			st.missingLogged = make(map[missingKey]struct{})
 		}
 		st.missingLogged[key] = struct{}{}
-		suggestions := st.s.store.Suggest(typeURL, name, maxSuggestions)
+		suggestions := st.server.store.Suggest(typeURL, name, maxSuggestions)
 		if suggestions == nil {
 			suggestions = []string{}
 		}

@@ -48,7 +48,7 @@ func openAs(f *fixture, node string, names ...string) *rawStream {
 // again are not logged.
 func TestMissingNamesAreLogged(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	f := newFixture(t, Options{Logger: zap.New(core)})
+	f := newFixture(t, Config{Logger: zap.New(core)})
 	f.set(1, "shop/web/http", "shop/api/http", "shop/cart", "other/web/https")
 	f.store.MarkSynced()
 
@@ -82,7 +82,7 @@ func TestMissingNamesAreLogged(t *testing.T) {
 // are not known to be missing then; they are logged once it is.
 func TestMissingNamesBeforeSync(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	f := newFixture(t, Options{Logger: zap.New(core)})
+	f := newFixture(t, Config{Logger: zap.New(core)})
 	rs := f.open()
 	rs.first(&req{ResourceNamesSubscribe: []string{"shop/web/http", "shop/web/https"}})
 	waitFor(t, func() bool { s := f.server.Streams(); return len(s) == 1 && s[0].Subscriptions == 2 })
@@ -104,7 +104,7 @@ func TestMissingNamesBeforeSync(t *testing.T) {
 // the stream forgets them.
 func TestMissingNamesLoggedBounded(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	f := newFixture(t, Options{Logger: zap.New(core)})
+	f := newFixture(t, Config{Logger: zap.New(core)})
 	f.store.MarkSynced()
 	var names []string
 	for i := range 3 * maxMissingLogged {
@@ -138,7 +138,7 @@ func TestMissingNamesLoggedBounded(t *testing.T) {
 // TestServerMissing: the missing names with the node ids of the streams
 // asking for them follow subscriptions, resources and streams.
 func TestServerMissing(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	f.set(1, "shop/web/http")
 	f.store.MarkSynced()
 	if got := f.server.Missing(EndpointType); got == nil || len(got) != 0 {

@@ -20,21 +20,18 @@ import (
 	"github.com/deltaeds/deltaeds/xds"
 )
 
-// EndpointType is the type URL of envoy.config.endpoint.v3.ClusterLoadAssignment.
-const EndpointType = xds.EndpointType
-
 // sotwMessage is returned by every state-of-the-world method.
 const sotwMessage = "deltaeds serves only incremental xDS: set api_type: DELTA_GRPC in the ads_config (or eds_config api_config_source) of Envoy's bootstrap"
 
-// Defaults for Options fields left zero.
+// Defaults for Config fields left zero.
 const (
 	DefaultMaxResponseBytes  = 1 << 20
 	DefaultMaxRequestBytes   = 4 << 20
 	DefaultMaxNamesPerStream = 100_000
 )
 
-// Options configure a Server.
-type Options struct {
+// Config configures a Server.
+type Config struct {
 	Logger *zap.Logger
 	// Metrics receive the server's counters; nil creates unregistered ones.
 	Metrics *Metrics
@@ -60,7 +57,7 @@ type Server struct {
 	store   *xds.Store
 	log     *zap.Logger
 	metrics *Metrics
-	opts    Options
+	cfg     Config
 
 	noncePrefix string
 	nonceSeq    atomic.Uint64
@@ -74,29 +71,29 @@ type Server struct {
 }
 
 // NewServer returns a server for store.
-func NewServer(store *xds.Store, opts Options) *Server {
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
+func NewServer(store *xds.Store, cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
-	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics(nil)
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
-	if opts.MaxResponseBytes <= 0 {
-		opts.MaxResponseBytes = DefaultMaxResponseBytes
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = DefaultMaxResponseBytes
 	}
-	if opts.MaxRequestBytes <= 0 {
-		opts.MaxRequestBytes = DefaultMaxRequestBytes
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
-	if opts.MaxNamesPerStream <= 0 {
-		opts.MaxNamesPerStream = DefaultMaxNamesPerStream
+	if cfg.MaxNamesPerStream <= 0 {
+		cfg.MaxNamesPerStream = DefaultMaxNamesPerStream
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return &Server{
 		store:       store,
-		log:         opts.Logger,
-		metrics:     opts.Metrics,
-		opts:        opts,
+		log:         cfg.Logger,
+		metrics:     cfg.Metrics,
+		cfg:         cfg,
 		noncePrefix: hex.EncodeToString(b[:]) + "-",
 		stopped:     make(chan struct{}),
 		streams:     make(map[*stream]struct{}),
@@ -110,14 +107,14 @@ func NewServer(store *xds.Store, opts Options) *Server {
 func (s *Server) GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
-		grpc.MaxRecvMsgSize(s.opts.MaxRequestBytes),
+		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes),
 	}
 }
 
 // Register registers the ADS and EDS services on g.
 func (s *Server) Register(g grpc.ServiceRegistrar) {
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, adsService{s: s})
-	endpointservice.RegisterEndpointDiscoveryServiceServer(g, edsService{s: s})
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, adsService{server: s})
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, edsService{server: s})
 }
 
 // Stop ends every stream with codes.Unavailable and waits for their handlers
@@ -195,11 +192,11 @@ func itoa36(v uint64) string {
 
 type adsService struct {
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
-	s *Server
+	server *Server
 }
 
 func (a adsService) DeltaAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	return a.s.serve(st, "")
+	return a.server.serve(st, "")
 }
 
 func (a adsService) StreamAggregatedResources(grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
@@ -208,11 +205,11 @@ func (a adsService) StreamAggregatedResources(grpc.BidiStreamingServer[discovery
 
 type edsService struct {
 	endpointservice.UnimplementedEndpointDiscoveryServiceServer
-	s *Server
+	server *Server
 }
 
 func (e edsService) DeltaEndpoints(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	return e.s.serve(st, EndpointType)
+	return e.server.serve(st, xds.EndpointType)
 }
 
 func (e edsService) StreamEndpoints(grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {

@@ -32,16 +32,16 @@ type req = discoveryv3.DeltaDiscoveryRequest
 func TestProtocol(t *testing.T) {
 	cases := []struct {
 		name string
-		opts Options
+		opts Config
 		run  func(t *testing.T, f *fixture, rs *rawStream)
 	}{
-		{"node id is required on the first request", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"node id is required on the first request", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.send(&req{ResourceNamesSubscribe: []string{"a"}})
 			if code := status.Code(rs.fails()); code != codes.InvalidArgument {
 				t.Fatalf("code %v, want InvalidArgument", code)
 			}
 		}},
-		{"later requests may omit the node", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"later requests may omit the node", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			rs.ack(rs.next())
 			rs.send(&req{ResourceNamesSubscribe: []string{"b"}})
@@ -49,7 +49,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"subscribed names are sent with version, nonce and system version", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"subscribed names are sent with version, nonce and system version", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"b", "a"}})
 			resp := rs.next()
 			if got := names(resp); !reflect.DeepEqual(got, []string{"a", "b"}) {
@@ -64,7 +64,7 @@ func TestProtocol(t *testing.T) {
 				}
 			}
 		}},
-		{"a missing name is answered at once with an empty CLA, never a removal", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a missing name is answered at once with an empty CLA, never a removal", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			// Envoy ignores EDS removals and would keep routing to old hosts.
 			rs.first(&req{ResourceNamesSubscribe: []string{"a", "missing"}})
 			resp := rs.next()
@@ -81,7 +81,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("created name not sent: %s", summary(resp))
 			}
 		}},
-		{"a name deleted while its response is unacknowledged ends as an empty CLA", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a name deleted while its response is unacknowledged ends as an empty CLA", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			resp := rs.next()
 			f.set(9, "a")
@@ -94,7 +94,7 @@ func TestProtocol(t *testing.T) {
 			rs.ack(resp)
 			rs.quiet()
 		}},
-		{"a NACKed batch is resent one resource at a time; one rejected alone is not resent", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a NACKed batch is resent one resource at a time; one rejected alone is not resent", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a", "b"}})
 			resp := rs.next()
 			nack := func(r *discoveryv3.DeltaDiscoveryResponse) {
@@ -119,7 +119,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("nacks = %v, want 2", n)
 			}
 		}},
-		{"unsubscribing sends nothing back and stops updates", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"unsubscribing sends nothing back and stops updates", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a", "b"}})
 			rs.ack(rs.next())
 			rs.send(&req{ResourceNamesUnsubscribe: []string{"a"}})
@@ -131,7 +131,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"resubscribing after unsubscribing sends the resource again", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"resubscribing after unsubscribing sends the resource again", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			rs.ack(rs.next())
 			rs.send(&req{ResourceNamesUnsubscribe: []string{"a"}})
@@ -140,7 +140,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"subscribing again while subscribed sends the resource again", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"subscribing again while subscribed sends the resource again", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			// Envoy removes a cluster and adds it back without unsubscribing
 			// in between, and waits for the CLA it dropped.
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
@@ -150,7 +150,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"explicit wildcard gets everything, then additions and removals", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"explicit wildcard gets everything, then additions and removals", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"*"}})
 			resp := rs.next()
 			if got := names(resp); !reflect.DeepEqual(got, []string{"a", "b"}) {
@@ -169,13 +169,13 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %s", summary(resp))
 			}
 		}},
-		{"legacy wildcard: a first request with no names", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"legacy wildcard: a first request with no names", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{})
 			if got := names(rs.next()); !reflect.DeepEqual(got, []string{"a", "b"}) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"legacy wildcard continues after the client names resources, until it unsubscribes *", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"legacy wildcard continues after the client names resources, until it unsubscribes *", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{})
 			rs.ack(rs.next())
 			rs.send(&req{ResourceNamesSubscribe: []string{"a"}})
@@ -200,11 +200,11 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %v", got)
 			}
 		}},
-		{"a first request that only unsubscribes is not a legacy wildcard", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a first request that only unsubscribes is not a legacy wildcard", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesUnsubscribe: []string{"x"}})
 			rs.quiet() // nothing of a and b is sent
 		}},
-		{"under the wildcard, unsubscribing a named resource is answered", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"under the wildcard, unsubscribing a named resource is answered", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"*", "a", "gone"}})
 			rs.ack(rs.next())
 			rs.send(&req{ResourceNamesUnsubscribe: []string{"a", "gone"}})
@@ -213,7 +213,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %s, want a (the wildcard covers it) and the removal of gone", summary(resp))
 			}
 		}},
-		{"initial_resource_versions: current not resent, stale resent, gone sent empty", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"initial_resource_versions: current not resent, stale resent, gone sent empty", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{
 				ResourceNamesSubscribe:  []string{"a", "b", "gone"},
 				InitialResourceVersions: map[string]string{"a": f.version("a"), "b": "old", "gone": "v1"},
@@ -223,14 +223,14 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("got %s", summary(resp))
 			}
 		}},
-		{"nothing is resent when the client holds everything", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"nothing is resent when the client holds everything", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{
 				ResourceNamesSubscribe:  []string{"a", "b"},
 				InitialResourceVersions: map[string]string{"a": f.version("a"), "b": f.version("b")},
 			})
 			rs.quiet()
 		}},
-		{"at most one response in flight; changes meanwhile go out together", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"at most one response in flight; changes meanwhile go out together", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a", "b"}})
 			resp := rs.next()
 			f.set(5, "a")
@@ -247,7 +247,7 @@ func TestProtocol(t *testing.T) {
 			rs.ack(resp)
 			rs.quiet()
 		}},
-		{"NACK is counted and the same content is not resent; the next change is", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"NACK is counted and the same content is not resent; the next change is", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			resp := rs.next()
 			rs.send(&req{ResponseNonce: resp.Nonce, ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "bad endpoints"}})
@@ -263,7 +263,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("streams = %+v", streams)
 			}
 		}},
-		{"a stale nonce acknowledges nothing but changes the subscription", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a stale nonce acknowledges nothing but changes the subscription", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a"}})
 			first := rs.next()
 			rs.ack(first)
@@ -279,7 +279,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("stale nonces = %v", n)
 			}
 		}},
-		{"a response stays under the size limit; larger batches are split", Options{MaxResponseBytes: 200}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"a response stays under the size limit; larger batches are split", Config{MaxResponseBytes: 200}, func(t *testing.T, f *fixture, rs *rawStream) {
 			var all []string
 			for i := 0; i < 10; i++ {
 				all = append(all, "n"+string(rune('0'+i)))
@@ -309,7 +309,7 @@ func TestProtocol(t *testing.T) {
 			}
 			rs.quiet()
 		}},
-		{"an unknown type URL does not break the stream", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"an unknown type URL does not break the stream", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster"})
 			rs.send(&req{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", ResourceNamesSubscribe: []string{"x"}})
 			rs.send(&req{ResourceNamesSubscribe: []string{"a"}})
@@ -320,7 +320,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("ignored = %v", n)
 			}
 		}},
-		{"many unknown type URLs: bounded metric series, the stream stays up", Options{}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"many unknown type URLs: bounded metric series, the stream stays up", Config{}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{TypeUrl: "type.googleapis.com/envoy.config.listener.v3.Listener"})
 			for i := range 50 {
 				rs.send(&req{TypeUrl: fmt.Sprintf("type.googleapis.com/hostile.Type%d", i)})
@@ -337,7 +337,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("type_url labels %v, want %v", labels, want)
 			}
 		}},
-		{"too many names end the stream with ResourceExhausted", Options{MaxNamesPerStream: 3}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"too many names end the stream with ResourceExhausted", Config{MaxNamesPerStream: 3}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{"a", "b"}})
 			rs.ack(rs.next())
 			rs.send(&req{ResourceNamesSubscribe: []string{"c", "d"}})
@@ -346,7 +346,7 @@ func TestProtocol(t *testing.T) {
 				t.Fatalf("err = %v", err)
 			}
 		}},
-		{"too large a request ends the stream with ResourceExhausted", Options{MaxRequestBytes: 1024}, func(t *testing.T, f *fixture, rs *rawStream) {
+		{"too large a request ends the stream with ResourceExhausted", Config{MaxRequestBytes: 1024}, func(t *testing.T, f *fixture, rs *rawStream) {
 			rs.first(&req{ResourceNamesSubscribe: []string{strings.Repeat("x", 2048)}})
 			if code := status.Code(rs.fails()); code != codes.ResourceExhausted {
 				t.Fatalf("code %v", code)
@@ -364,7 +364,7 @@ func TestProtocol(t *testing.T) {
 }
 
 func TestNothingIsSentBeforeSync(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	f.set(1, "a")
 	rs := f.open()
 	rs.first(&req{ResourceNamesSubscribe: []string{"a", "missing"}})
@@ -387,7 +387,7 @@ func TestNothingIsSentBeforeSync(t *testing.T) {
 func TestReconnectToRestartedServerResendsNothing(t *testing.T) {
 	// Two stores built independently from equal content stand for a server
 	// before and after a restart, or for two replicas.
-	before := newFixture(t, Options{})
+	before := newFixture(t, Config{})
 	before.set(1, "a", "b")
 	before.store.MarkSynced()
 	rs := before.open()
@@ -399,7 +399,7 @@ func TestReconnectToRestartedServerResendsNothing(t *testing.T) {
 	}
 	rs.ack(resp)
 
-	after := newFixture(t, Options{})
+	after := newFixture(t, Config{})
 	after.set(1, "b", "a")
 	after.set(2, "b") // b changed while the client was away
 	after.store.MarkSynced()
@@ -414,7 +414,7 @@ func TestReconnectToRestartedServerResendsNothing(t *testing.T) {
 }
 
 func TestDeltaEndpointsServesTheSameProtocol(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	f.set(1, "a")
 	f.store.MarkSynced()
 	s, err := endpointservice.NewEndpointDiscoveryServiceClient(f.conn).DeltaEndpoints(t.Context())
@@ -435,7 +435,7 @@ func TestDeltaEndpointsServesTheSameProtocol(t *testing.T) {
 }
 
 func TestStateOfTheWorldIsUnimplemented(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	check := func(err error) {
 		t.Helper()
 		if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "DELTA_GRPC") {
@@ -463,7 +463,7 @@ func TestStateOfTheWorldIsUnimplemented(t *testing.T) {
 // than gRPC's flow-control window, so the server's write to it blocks, and
 // checks that another client still receives its updates.
 func TestStalledStreamDoesNotDelayOthers(t *testing.T) {
-	f := newFixture(t, Options{MaxResponseBytes: 64 << 20})
+	f := newFixture(t, Config{MaxResponseBytes: 64 << 20})
 	big := cla("big", 1)
 	for i := 0; i < 40000; i++ { // about 1.6 MB, far over the 64 KiB window
 		big.Endpoints[0].LbEndpoints = append(big.Endpoints[0].LbEndpoints, big.Endpoints[0].LbEndpoints[0])
@@ -505,7 +505,7 @@ func TestStalledStreamDoesNotDelayOthers(t *testing.T) {
 }
 
 func TestStopEndsStreams(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	f.set(1, "a")
 	f.store.MarkSynced()
 	rs := f.open()
@@ -529,7 +529,7 @@ func TestStopEndsStreams(t *testing.T) {
 // found it, hits it with a race-built binary.
 func TestStopRacesNewStreams(t *testing.T) {
 	for round := 0; round < 5; round++ {
-		f := newFixture(t, Options{})
+		f := newFixture(t, Config{})
 		f.set(1, "a")
 		f.store.MarkSynced()
 		var wg sync.WaitGroup
@@ -566,7 +566,7 @@ func TestStopRacesNewStreams(t *testing.T) {
 // carries content that may be hours old; counting it would make every
 // Envoy that connects look like a slow propagation.
 func TestPropagationCountsChangesOnly(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	apply := func(name string, port uint32, observed time.Time) {
 		t.Helper()
 		if _, err := f.store.Apply(EndpointType, []xds.ResourceUpdate{{Name: name, Message: cla(name, port), ObservedAt: observed}}); err != nil {

@@ -24,7 +24,7 @@ type deltaStream = grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, d
 // stream is the protocol state of one Delta xDS stream. Every field but info
 // is owned by the stream's handler goroutine and touched by nobody else.
 type stream struct {
-	s           *Server
+	server      *Server
 	grpc        deltaStream
 	defaultType string // for DeltaEndpoints, whose requests may omit type_url
 	log         *zap.Logger
@@ -75,7 +75,7 @@ var errStopping = status.Error(codes.Unavailable, "deltaeds is shutting down")
 func (s *Server) serve(gs deltaStream, defaultType string) error {
 	ctx := gs.Context()
 	st := &stream{
-		s:           s,
+		server:      s,
 		grpc:        gs,
 		defaultType: defaultType,
 		log:         s.log,
@@ -130,7 +130,7 @@ func (s *Server) serve(gs deltaStream, defaultType string) error {
 		}
 	}()
 
-	acks := newAckTimer(s.opts.AckTimeout) // see acktimeout.go
+	acks := newAckTimer(s.cfg.AckTimeout) // see acktimeout.go
 	defer acks.stop()
 	for {
 		select {
@@ -165,7 +165,7 @@ func (s *Server) serve(gs deltaStream, defaultType string) error {
 // status to end it with.
 func (st *stream) reject(reason string, code codes.Code, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
-	st.s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
+	st.server.metrics.RejectedRequests.WithLabelValues(reason).Inc()
 	st.log.Warn("rejecting Delta xDS stream", zap.String("reason", reason), zap.String("error", msg))
 	return status.Error(code, msg)
 }
@@ -193,7 +193,7 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	if typeURL != st.defaultType && st.defaultType != "" {
 		return st.reject("wrong_type_url", codes.InvalidArgument, "this service serves only %s, got %s", st.defaultType, truncate(typeURL, 256))
 	}
-	if !st.s.store.HasType(typeURL) {
+	if !st.server.store.HasType(typeURL) {
 		st.ignore(typeURL)
 		return nil
 	}
@@ -246,7 +246,7 @@ const maxIgnoredTypesLogged = 8
 // ignore counts a request for a type the store does not serve and logs the
 // first of each type on this stream.
 func (st *stream) ignore(typeURL string) {
-	st.s.metrics.IgnoredTypes.WithLabelValues(ignoredTypeLabel(typeURL)).Inc()
+	st.server.metrics.IgnoredTypes.WithLabelValues(ignoredTypeLabel(typeURL)).Inc()
 	if st.ignored[typeURL] || len(st.ignored) > maxIgnoredTypesLogged {
 		return
 	}
@@ -294,10 +294,10 @@ func truncate(s string, n int) string {
 }
 
 func (st *stream) newTypeState(typeURL string) *typeState {
-	m := st.s.metrics
+	m := st.server.metrics
 	ts := &typeState{
 		url:       typeURL,
-		sub:       st.s.store.Subscribe(typeURL, st.notify, st.s.opts.MaxNamesPerStream),
+		sub:       st.server.store.Subscribe(typeURL, st.notify, st.server.cfg.MaxNamesPerStream),
 		responses: m.Responses.WithLabelValues(typeURL),
 		resources: m.ResourcesSent.WithLabelValues(typeURL),
 		removals:  m.RemovalsSent.WithLabelValues(typeURL),
@@ -325,7 +325,7 @@ func (st *stream) acknowledge(ts *typeState, req *discoveryv3.DeltaDiscoveryRequ
 		// one it rejects, so the others may or may not have reached it:
 		// each is resent alone, once, isolating the bad one.
 		resent := ts.sub.Rejected(ts.inflightNames)
-		st.s.metrics.NACKResends.Add(float64(resent))
+		st.server.metrics.NACKResends.Add(float64(resent))
 		names := ts.inflightNames
 		if len(names) > maxLoggedNames {
 			names = names[:maxLoggedNames]
@@ -347,7 +347,7 @@ func (st *stream) acknowledge(ts *typeState, req *discoveryv3.DeltaDiscoveryRequ
 	}
 	ts.acks.Inc()
 	for _, at := range ts.inflightObserved {
-		st.s.metrics.EventToACK.Observe(now.Sub(at).Seconds())
+		st.server.metrics.EventToACK.Observe(now.Sub(at).Seconds())
 	}
 	ts.inflightObserved = ts.inflightObserved[:0]
 	st.infoMu.Lock()
@@ -362,7 +362,7 @@ func (st *stream) sendPending() error {
 		if ts.inflight {
 			continue
 		}
-		b := ts.sub.Next(st.s.opts.MaxResponseBytes)
+		b := ts.sub.Next(st.server.cfg.MaxResponseBytes)
 		if b.Empty() {
 			continue
 		}
@@ -374,7 +374,7 @@ func (st *stream) sendPending() error {
 }
 
 func (st *stream) send(ts *typeState, b xds.Batch) error {
-	nonce := st.s.nextNonce()
+	nonce := st.server.nextNonce()
 	resp := encodeResponse(b.Resources, b.Removed, ts.url, nonce, batchVersion(b))
 	size := resp.size()
 	if err := st.grpc.SendMsg(resp); err != nil {
@@ -400,7 +400,7 @@ func (st *stream) send(ts *typeState, b xds.Batch) error {
 	// Only changes count: a first answer to a subscription is as old as the
 	// content, which is not a propagation delay.
 	for _, at := range b.Observed {
-		st.s.metrics.EventToSend.Observe(now.Sub(at).Seconds())
+		st.server.metrics.EventToSend.Observe(now.Sub(at).Seconds())
 	}
 	ts.inflightObserved = append(ts.inflightObserved, b.Observed...)
 	if ce := st.log.Check(zap.DebugLevel, "sent response"); ce != nil {

@@ -26,7 +26,7 @@ func newDeltaEDS() *deltaEDS {
 	store := xds.NewStore()
 	// As serve does (watch.New): absent names are served as empty CLAs.
 	store.RegisterType(xds.EndpointType, func(name string) proto.Message { return translate.EmptyCLA(name) })
-	srv := delta.NewServer(store, delta.Options{})
+	srv := delta.NewServer(store, delta.Config{})
 	g := grpc.NewServer(srv.GRPCServerOptions()...)
 	srv.Register(g)
 	return &deltaEDS{store: store, srv: srv, g: g}
