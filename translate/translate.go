@@ -83,11 +83,12 @@ type Options struct {
 	InternalTrafficLocal bool
 }
 
-// Counts says how much of the input [Service] left out, by reason. Slice
+// SkipCounts says how much of the input [Service] left out, by reason (it is
+// [Result].Skipped). Slice
 // counts are per EndpointSlice, port counts per port entry of an accepted
 // slice, endpoint counts per endpoint entry of an accepted slice (not per
 // port), and DuplicateEndpoints per address:port dropped from a CLA.
-type Counts struct {
+type SkipCounts struct {
 	// InvalidSlices: nil entries, and slices whose AddressType is none of
 	// IPv4, IPv6 or FQDN.
 	InvalidSlices int
@@ -141,7 +142,7 @@ type Result struct {
 	// (empty) CLA: the port exists, it just has nowhere to send traffic.
 	CLAs []*endpointv3.ClusterLoadAssignment
 	// Skipped counts what was left out and why.
-	Skipped Counts
+	Skipped SkipCounts
 	// Topologies holds, by CLA name, how to build the CLA's variants for
 	// where a client runs, for the CLAs that have any (their slices carry
 	// topology hints, or the Service's internalTrafficPolicy is Local); see
@@ -250,7 +251,7 @@ type slicePort struct {
 // renumbered mid-rollout shows both numbers. A port entry with a nil name,
 // number or protocol is skipped (the API server defaults the name to "", the
 // unnamed port, and the protocol to TCP). One CLA never mixes TCP and UDP:
-// see [Counts.MixedProtocolPorts]. Only addresses[0] of an endpoint is used,
+// see [SkipCounts.MixedProtocolPorts]. Only addresses[0] of an endpoint is used,
 // as kube-proxy does. Addresses are emitted in canonical form.
 //
 // Ready endpoints go to priority 0 HEALTHY; serving-and-terminating ones to
@@ -282,7 +283,7 @@ type slicePort struct {
 // deltaeds metadata.
 func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice, opts Options) Result {
 	var res Result
-	sk := &res.Skipped
+	skipped := &res.Skipped
 	keyOK := validKeyPart(namespace) && validKeyPart(name)
 
 	// Sizing each port for the endpoints that may carry it spares a
@@ -314,12 +315,12 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 	var ports []slicePort              // reused across slices
 	for _, s := range endpointSlices {
 		if s == nil {
-			sk.InvalidSlices++
+			skipped.InvalidSlices++
 			continue
 		}
 		// Without keyOK an empty name would match every unlabelled slice.
 		if !keyOK || s.Namespace != namespace || s.Labels[ServiceNameLabel] != name {
-			sk.ForeignSlices++
+			skipped.ForeignSlices++
 			continue
 		}
 		var want4 bool
@@ -328,14 +329,14 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 			want4 = true
 		case discoveryv1.AddressTypeIPv6:
 		case discoveryv1.AddressTypeFQDN:
-			sk.FQDNSlices++
+			skipped.FQDNSlices++
 			continue
 		default:
-			sk.InvalidSlices++
+			skipped.InvalidSlices++
 			continue
 		}
 
-		ports = slicePorts(ports[:0], s.Ports, protos, sk)
+		ports = slicePorts(ports[:0], s.Ports, protos, skipped)
 		for i, p := range ports {
 			if byPort[p.name] == nil {
 				byPort[p.name] = newPortHosts(sizes[p.name])
@@ -343,14 +344,14 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 			ports[i].hosts = byPort[p.name]
 		}
 		for i := range s.Endpoints {
-			h, ok := endpointHost(&s.Endpoints[i], want4, namespace, opts, regions, sk)
+			h, ok := endpointHost(&s.Endpoints[i], want4, namespace, opts, regions, skipped)
 			if !ok {
 				continue
 			}
 			for _, p := range ports {
 				h.key.port, h.key.proto = p.port, p.proto
 				if !p.hosts.add(h) {
-					sk.DuplicateEndpoints++
+					skipped.DuplicateEndpoints++
 				}
 			}
 		}
@@ -448,10 +449,10 @@ func validKeyPart(s string) bool {
 	return s != "" && !strings.Contains(s, "/") && utf8.ValidString(s)
 }
 
-func slicePorts(dst []slicePort, ports []discoveryv1.EndpointPort, protos map[string]*protocolVote, sk *Counts) []slicePort {
+func slicePorts(dst []slicePort, ports []discoveryv1.EndpointPort, protos map[string]*protocolVote, skipped *SkipCounts) []slicePort {
 	for _, p := range ports {
 		if p.Name == nil || p.Protocol == nil {
-			sk.IncompletePorts++
+			skipped.IncompletePorts++
 			continue
 		}
 		var proto corev3.SocketAddress_Protocol
@@ -461,23 +462,23 @@ func slicePorts(dst []slicePort, ports []discoveryv1.EndpointPort, protos map[st
 		case corev1.ProtocolUDP:
 			proto = corev3.SocketAddress_UDP
 		case corev1.ProtocolSCTP:
-			sk.SCTPPorts++
+			skipped.SCTPPorts++
 			continue
 		default:
-			sk.InvalidPorts++
+			skipped.InvalidPorts++
 			continue
 		}
 		if p.Port == nil {
-			sk.UnnumberedPorts++
+			skipped.UnnumberedPorts++
 			continue
 		}
 		name := *p.Name
 		if n := *p.Port; n < 1 || n > 65535 || !utf8.ValidString(name) {
-			sk.InvalidPorts++
+			skipped.InvalidPorts++
 			continue
 		}
 		if !protos[name].keeps(*p.Protocol) {
-			sk.MixedProtocolPorts++
+			skipped.MixedProtocolPorts++
 			continue
 		}
 		dst = append(dst, slicePort{name: name, port: uint16(*p.Port), proto: proto})
@@ -487,9 +488,9 @@ func slicePorts(dst []slicePort, ports []discoveryv1.EndpointPort, protos map[st
 
 // endpointHost turns one endpoint into a host with no port yet, or reports
 // (and counts) why it is left out.
-func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts Options, regions map[string]string, sk *Counts) (host, bool) {
+func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts Options, regions map[string]string, skipped *SkipCounts) (host, bool) {
 	if len(ep.Addresses) == 0 {
-		sk.InvalidEndpoints++
+		skipped.InvalidEndpoints++
 		return host{}, false
 	}
 	addr, err := netip.ParseAddr(ep.Addresses[0])
@@ -497,7 +498,7 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 	// address would get the whole CLA NACKed. IPv4-mapped addresses in an
 	// IPv6 slice would dodge deduplication with the same IPv4 endpoint.
 	if err != nil || addr.Zone() != "" || addr.Is4In6() || addr.Is4() != want4 {
-		sk.InvalidEndpoints++
+		skipped.InvalidEndpoints++
 		return host{}, false
 	}
 	st := classify(ep.Conditions)
@@ -525,11 +526,11 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 	}
 	if !utf8.ValidString(h.zone) || !utf8.ValidString(h.node) || !utf8.ValidString(h.pod) || !utf8.ValidString(h.podNS) ||
 		!utf8.ValidString(h.hostname) || !utf8.ValidString(h.region) {
-		sk.InvalidEndpoints++
+		skipped.InvalidEndpoints++
 		return host{}, false
 	}
 	if h.state == stateUnready && !opts.IncludeUnready {
-		sk.UnreadyEndpoints++
+		skipped.UnreadyEndpoints++
 		return host{}, false
 	}
 	return h, true

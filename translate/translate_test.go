@@ -29,7 +29,7 @@ func TestService(t *testing.T) {
 		slices             []*discoveryv1.EndpointSlice
 		opts               translate.Options
 		want               map[string][]string // CLA name -> summarize()
-		skipped            translate.Counts
+		skipped            translate.SkipCounts
 	}{
 		{
 			name: "several slices are merged",
@@ -64,7 +64,7 @@ func TestService(t *testing.T) {
 			want: map[string][]string{"ns/svc/http": {
 				"p0 zone=b 10.0.0.1:80/TCP HEALTHY",
 			}},
-			skipped: translate.Counts{DuplicateEndpoints: 2},
+			skipped: translate.SkipCounts{DuplicateEndpoints: 2},
 		},
 		{
 			name: "duplicate with equal conditions: smallest zone, then pod wins",
@@ -76,7 +76,7 @@ func TestService(t *testing.T) {
 			want: map[string][]string{"ns/svc/http": {
 				"p0 zone=a 10.0.0.1:80/TCP HEALTHY pod=ns/p1",
 			}},
-			skipped: translate.Counts{DuplicateEndpoints: 2},
+			skipped: translate.SkipCounts{DuplicateEndpoints: 2},
 		},
 		{
 			name: "duplicate within one slice",
@@ -84,7 +84,7 @@ func TestService(t *testing.T) {
 				v4("a", http80, ep("10.0.0.1"), ep("10.0.0.1")),
 			},
 			want:    map[string][]string{"ns/svc/http": {"p0 zone= 10.0.0.1:80/TCP HEALTHY"}},
-			skipped: translate.Counts{DuplicateEndpoints: 1},
+			skipped: translate.SkipCounts{DuplicateEndpoints: 1},
 		},
 		{
 			name: "dual-stack slices share the CLA; IPv6 canonicalized",
@@ -97,7 +97,7 @@ func TestService(t *testing.T) {
 				"p0 zone= 10.0.0.1:80/TCP HEALTHY",
 				"p0 zone= [fd00::1]:80/TCP HEALTHY",
 			}},
-			skipped: translate.Counts{DuplicateEndpoints: 1},
+			skipped: translate.SkipCounts{DuplicateEndpoints: 1},
 		},
 		{
 			name: "each endpoint takes its own slice's port number",
@@ -119,7 +119,7 @@ func TestService(t *testing.T) {
 				v4("a", http80, ep("10.0.0.1")),
 			},
 			want:    map[string][]string{"ns/svc/http": {"p0 zone= 10.0.0.1:80/TCP HEALTHY"}},
-			skipped: translate.Counts{FQDNSlices: 1},
+			skipped: translate.SkipCounts{FQDNSlices: 1},
 		},
 		{
 			name: "serving terminating endpoints are the priority 1 fallback, HEALTHY",
@@ -151,7 +151,7 @@ func TestService(t *testing.T) {
 				),
 			},
 			want:    map[string][]string{"ns/svc/http": nil},
-			skipped: translate.Counts{UnreadyEndpoints: 3},
+			skipped: translate.SkipCounts{UnreadyEndpoints: 3},
 		},
 		{
 			// Issue 10: at priority 0 they would lower its health in Envoy and move
@@ -228,7 +228,7 @@ func TestService(t *testing.T) {
 			want: map[string][]string{"ns/svc": {
 				"p0 zone= 10.0.0.2:80/TCP HEALTHY",
 			}},
-			skipped: translate.Counts{IncompletePorts: 2},
+			skipped: translate.SkipCounts{IncompletePorts: 2},
 		},
 		{
 			name: "UDP and explicit TCP carry into the socket address",
@@ -250,7 +250,7 @@ func TestService(t *testing.T) {
 				created(v4("new", ports(withProto(tcp("dns", 53), corev1.ProtocolUDP)), ep("10.0.0.3")), 200),
 			},
 			want:    map[string][]string{"ns/svc/dns": {"p0 zone= 10.0.0.3:53/UDP HEALTHY"}},
-			skipped: translate.Counts{MixedProtocolPorts: 1},
+			skipped: translate.SkipCounts{MixedProtocolPorts: 1},
 		},
 		{
 			name: "one port name with two protocols, created the same second: more endpoints win",
@@ -263,7 +263,7 @@ func TestService(t *testing.T) {
 				"ns/svc/dns":  {"p0 zone= 10.0.0.2:53/UDP HEALTHY", "p0 zone= 10.0.0.3:53/UDP HEALTHY", "p0 zone= 10.0.0.5:53/UDP HEALTHY"},
 				"ns/svc/http": {"p0 zone= 10.0.0.4:80/TCP HEALTHY"},
 			},
-			skipped: translate.Counts{MixedProtocolPorts: 2},
+			skipped: translate.SkipCounts{MixedProtocolPorts: 2},
 		},
 		{
 			name: "one port name with two protocols, a full tie: TCP",
@@ -272,7 +272,7 @@ func TestService(t *testing.T) {
 				v4("b", ports(tcp("dns", 53)), ep("10.0.0.1")),
 			},
 			want:    map[string][]string{"ns/svc/dns": {"p0 zone= 10.0.0.1:53/TCP HEALTHY"}},
-			skipped: translate.Counts{MixedProtocolPorts: 1},
+			skipped: translate.SkipCounts{MixedProtocolPorts: 1},
 		},
 		{
 			name: "hostname: the endpoint's own, never the pod name",
@@ -326,7 +326,7 @@ func TestService(t *testing.T) {
 				v4("a", ports(withProto(tcp("sig", 3868), corev1.ProtocolSCTP), tcp("http", 80)), ep("10.0.0.1")),
 			},
 			want:    map[string][]string{"ns/svc/http": {"p0 zone= 10.0.0.1:80/TCP HEALTHY"}},
-			skipped: translate.Counts{SCTPPorts: 1},
+			skipped: translate.SkipCounts{SCTPPorts: 1},
 		},
 		{
 			name:   "no slices: no CLAs",
@@ -356,7 +356,7 @@ func TestService(t *testing.T) {
 				"p0 zone= 10.0.0.1:80/TCP HEALTHY",
 				"p1 zone= 10.0.0.2:80/TCP HEALTHY",
 			}},
-			skipped: translate.Counts{UnreadyEndpoints: 1},
+			skipped: translate.SkipCounts{UnreadyEndpoints: 1},
 		},
 		{
 			name: "only addresses[0] is used",
@@ -409,7 +409,7 @@ func TestService(t *testing.T) {
 				v4("mine", http80, ep("10.0.0.4")),
 			},
 			want:    map[string][]string{"ns/svc/http": {"p0 zone= 10.0.0.4:80/TCP HEALTHY"}},
-			skipped: translate.Counts{ForeignSlices: 3},
+			skipped: translate.SkipCounts{ForeignSlices: 3},
 		},
 		{
 			name:      "unusable service key matches nothing, not even unlabelled slices",
@@ -423,7 +423,7 @@ func TestService(t *testing.T) {
 				}(),
 			},
 			want:    map[string][]string{},
-			skipped: translate.Counts{ForeignSlices: 1},
+			skipped: translate.SkipCounts{ForeignSlices: 1},
 		},
 		{
 			name: "malformed input is skipped and counted",
@@ -466,7 +466,7 @@ func TestService(t *testing.T) {
 				"ns/svc/http": {"p0 zone= 10.0.0.5:80/TCP HEALTHY", "p0 zone= [fd00::2]:80/TCP HEALTHY"},
 				"ns/svc/max":  {"p0 zone= 10.0.0.1:65535/TCP HEALTHY"},
 			},
-			skipped: translate.Counts{
+			skipped: translate.SkipCounts{
 				InvalidSlices:    2,
 				UnnumberedPorts:  1,
 				IncompletePorts:  2,

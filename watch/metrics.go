@@ -105,7 +105,7 @@ func (q queueMetrics) NewLongestRunningProcessorSecondsMetric(string) workqueue.
 	return q.m.QueueLongestRunning
 }
 
-func (m *Metrics) countSkipped(c translate.Counts) {
+func (m *Metrics) countSkipped(c translate.SkipCounts) {
 	add := func(reason string, n int) {
 		if n > 0 {
 			m.Skipped.WithLabelValues(reason).Add(float64(n))
