@@ -42,7 +42,7 @@ func TestRunTiny(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	var out, log bytes.Buffer
-	rep, err := Run(ctx, Config{
+	rep, err := Run(ctx, Options{
 		Profile:    "tiny",
 		Scale:      0.01,
 		Command:    testCommand,

@@ -15,8 +15,8 @@ import (
 	"github.com/deltaeds/deltaeds/bench/control"
 )
 
-// Config configures Run. Only Command is required.
-type Config struct {
+// Options configure Run. Only Command is required.
+type Options struct {
 	// Profile names the scale factors (see Profiles); default "short".
 	Profile string
 	// Scale, when positive, runs every workload at this scale instead.
@@ -130,9 +130,9 @@ type CDFPoint struct {
 // Run runs the selected workloads against the selected servers, one child
 // at a time, prints a table per workload and the targets, and writes the
 // report when ResultsDir is set.
-func Run(ctx context.Context, cfg Config) (*Report, error) {
+func Run(ctx context.Context, cfg Options) (*Report, error) {
 	if cfg.Command == nil {
-		return nil, errors.New("bench: Config.Command is required")
+		return nil, errors.New("bench: Options.Command is required")
 	}
 	if cfg.Profile == "" {
 		cfg.Profile = "short"
@@ -231,7 +231,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 // runner runs one workload on one server.
 type runner struct {
-	cfg      Config
+	cfg      Options
 	w        Workload
 	kind     string
 	seed     uint64

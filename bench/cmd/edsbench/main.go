@@ -23,7 +23,7 @@ func main() {
 
 func run() int {
 	var (
-		cfg              bench.Config
+		cfg              bench.Options
 		workloads, servs string
 		seed             uint64
 		syncT, drainT    time.Duration
