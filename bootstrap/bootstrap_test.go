@@ -24,6 +24,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // runCLI runs `deltaeds bootstrap args...` and returns stdout, the error
 // and its exit code (0 without error).
+//
+//lint:ignore ST1008 returns what a CLI run ends with: its output, its error, then its exit code
 func runCLI(t *testing.T, args ...string) (string, error, int) {
 	t.Helper()
 	out, _, err, code := runBootstrap(t, context.Background(), args...)

@@ -167,6 +167,6 @@ func http2Options(c *clusterv3.Cluster) *corev3.Http2ProtocolOptions {
 			}
 		}
 	}
-	//nolint:staticcheck // the deprecated field still makes Envoy speak HTTP/2
+	//lint:ignore SA1019 the deprecated field still makes Envoy speak HTTP/2
 	return c.GetHttp2ProtocolOptions()
 }

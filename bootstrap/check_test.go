@@ -50,6 +50,7 @@ func TestCheck(t *testing.T) {
 			want: []string{"connection_keepalive.interval: is 30s, shorter than deltaeds' --keepalive-min-time 1m0s"}},
 		{name: "an EDS cluster not fed by ADS", mutate: func(b *bootstrapv3.Bootstrap) {
 			edsClusterNamed(b, "shop/api/http").EdsClusterConfig.EdsConfig = &corev3.ConfigSource{
+				//lint:ignore SA1019 the deprecated form existing bootstraps still use
 				ConfigSourceSpecifier: &corev3.ConfigSource_Path{Path: "/eds.yaml"}}
 		}, want: []string{"clusters[shop/api/http].eds_cluster_config.eds_config: is not ads"}},
 	}

@@ -12,6 +12,8 @@ import (
 // runCommand runs `deltaeds NAME args...` for one of the package's commands in an App set up
 // like main's (errors returned, never printed or exited on), and returns its stdout, stderr,
 // error and exit code.
+//
+//lint:ignore ST1008 returns what a CLI run ends with: its output, its error, then its exit code
 func runCommand(t *testing.T, ctx context.Context, cmd *cli.Command, args ...string) (stdout, stderr string, err error, code int) {
 	t.Helper()
 	var out, errOut bytes.Buffer

@@ -185,6 +185,8 @@ func TestListClustersForbidden(t *testing.T) {
 }
 
 // runBootstrap runs `deltaeds bootstrap args...` (see runCommand).
+//
+//lint:ignore ST1008 returns what a CLI run ends with: its output, its error, then its exit code
 func runBootstrap(t *testing.T, ctx context.Context, args ...string) (stdout, stderr string, err error, code int) {
 	t.Helper()
 	return runCommand(t, ctx, bootstrap.Command(), args...)

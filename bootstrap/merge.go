@@ -315,6 +315,7 @@ func configSourceKind(src *corev3.ConfigSource) string {
 	case nil:
 		return "is not set"
 	case *corev3.ConfigSource_Path:
+		//lint:ignore SA1019 existing bootstraps may still name their file this way
 		return "is the file " + s.Path
 	case *corev3.ConfigSource_PathConfigSource:
 		return "is the file " + s.PathConfigSource.GetPath()

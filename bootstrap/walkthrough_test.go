@@ -102,6 +102,8 @@ func TestGettingEnvoysOnDeltaeds(t *testing.T) {
 }
 
 // runCheck runs `deltaeds check args...` (see runCommand).
+//
+//lint:ignore ST1008 returns what a CLI run ends with: its output, its error, then its exit code
 func runCheck(t *testing.T, ctx context.Context, args ...string) (stdout string, err error, code int) {
 	t.Helper()
 	stdout, _, err, code = runCommand(t, ctx, bootstrap.CheckCommand(), args...)

@@ -33,12 +33,9 @@ func got(t *testing.T, b Batch) []string {
 // whatever the client holds; wildcard subscriptions still get removals.
 func TestStandIns(t *testing.T) {
 	type op struct {
-		apply   []ResourceUpdate
-		change  *SubscriptionChange
-		ack     bool     // the client acknowledges; take the next batch
-		want    []string // the next batch
-		reject  bool     // the client NACKs the last batch
-		replica bool     // reconnect to a fresh store holding what apply put
+		apply  []ResourceUpdate
+		change *SubscriptionChange
+		want   []string // the next batch
 	}
 	sub := func(names ...string) *SubscriptionChange { return &SubscriptionChange{Subscribe: names} }
 	tests := []struct {

@@ -342,7 +342,7 @@ func (sub *Subscription) namesAfter(c SubscriptionChange) int {
 		}
 		if _, held := sub.names[n]; !held {
 			added[n] = struct{}{}
-		} else if _, leaving := gone[n]; leaving {
+		} else {
 			// Unsubscribed and subscribed in one request: it stays.
 			delete(gone, n)
 		}
