@@ -73,6 +73,48 @@
 // returns nothing, so a replica that has not yet loaded its first full state
 // never tells a client that a resource does not exist.
 //
+// # Using this package
+//
+// The store has one writer side (deltaeds: watch) and one reader side per
+// stream and type (deltaeds: delta); [Example] runs both. The writer's duties:
+//
+//  1. Create the store with [NewStore] and register every served type with
+//     [Store.RegisterType] before any stream subscribes to it, with the
+//     [AbsentFunc] its subscribed-but-missing names are served as (deltaeds:
+//     translate.EmptyCLA for [EndpointType]; nil sends removals). An
+//     unregistered type is one the store has never heard of: [Store.HasType]
+//     is false, and delta ignores requests for it.
+//  2. Write with [Store.Apply]: one call per batch of one type, each
+//     [ResourceUpdate] a name set to a message or deleted (nil Message). The
+//     store serializes and versions each message once; equal content is a
+//     no-op. A message that fails to marshal is left out and reported in the
+//     error, and the rest of the batch is applied: log it, do not stop.
+//  3. Call [Store.MarkSynced] once the first full state has been applied, and
+//     not before: until then no subscription is answered, so no client is
+//     told that a resource it asks for does not exist.
+//
+// The reader's duties, for one stream and one type:
+//
+//  1. Open a [Subscription] with [Store.Subscribe], giving it a notify channel
+//     of capacity one (a stream may share one between its types) and the most
+//     names it may hold.
+//  2. Hand it each request's changes with [Subscription.Update] (a
+//     [SubscriptionChange]: names subscribed and unsubscribed, and on the
+//     first request the versions the client already holds). An error
+//     wrapping [ErrTooManyNames] leaves the subscription unchanged.
+//  3. Whenever notify is signalled, call [Subscription.Next] with the
+//     response size budget and send what it returns: it is recorded as sent,
+//     so a batch that is not sent is lost. A non-empty batch may leave names
+//     pending; the subscription signals notify again for them. Pace calls by
+//     the client's ACKs: what changes meanwhile is sent once, at its latest
+//     version.
+//  4. When the client rejects a response, pass its resource names to
+//     [Subscription.Rejected], so each is resent alone.
+//  5. [Subscription.Close] it when the stream ends; it is idempotent.
+//
+// Update, Next, Rejected and Close may be called from different goroutines,
+// and the writer's calls from others still; nothing here blocks on a client.
+//
 // # What it must never do
 //
 // Know about Kubernetes, gRPC or the xDS wire protocol's nonces and ACKs: those
