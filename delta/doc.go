@@ -32,6 +32,28 @@
 // at most maxMissingLogged names per stream. Server.Missing lists the missing
 // names with the node ids of the streams asking for them.
 //
+// # Using this package
+//
+// A [Server] serves one xds.Store, fed and marked synced by its writer as
+// package xds says. [Example] runs the whole life of one. The caller's duties:
+//
+//  1. Build it with [NewServer] and a [Config]. Give Config.Metrics
+//     [NewMetrics] of the registry /metrics serves, or its counters go
+//     nowhere; zero limits take the Default values.
+//  2. Create the grpc.Server with [Server.GRPCServerOptions] first, then the
+//     caller's own (TLS, keepalive, stream limits): the options carry the codec
+//     that writes the pre-encoded responses, without which no response can be
+//     sent, and the request size limit.
+//  3. [Server.Register] the ADS and EDS services on it, then Serve.
+//  4. To shut down, call [Server.Stop] before grpc.Server.GracefulStop: Stop
+//     ends every stream with codes.Unavailable (clients reconnect elsewhere)
+//     and refuses new ones; GracefulStop alone would wait for the streams,
+//     which never end on their own, for ever. Bound Stop's wait with its
+//     context, and fall back to grpc.Server.Stop if GracefulStop overruns.
+//
+// [Server.Streams] and [Server.Missing] may be called at any time from any
+// goroutine, for debug endpoints.
+//
 // # What it must never do
 //
 // Know about Kubernetes or translate anything: it serves what the xds.Store
