@@ -34,6 +34,26 @@
 // the store keeps serving its last state, and Run returns only when its
 // context ends.
 //
+// # Using this package
+//
+// [Example] runs a Watcher against a fake clientset. The caller's duties:
+//
+//  1. Give [New] a Kubernetes client and the xds.Store to feed, in a
+//     [Config]; Config.Metrics from [NewMetrics] on the registry /metrics
+//     serves. New registers xds.EndpointType with its empty-CLA stand-in and
+//     checks the selector (a bad one is an error), but starts nothing. Do
+//     not register that type, write its CLAs or mark the store synced
+//     yourself: the Watcher owns all three.
+//  2. Call [Watcher.Run] once, in a goroutine of its own. It returns only
+//     when its context ends, whatever the API server does, and by then every
+//     goroutine it started has ended: cancel the context and wait for Run to
+//     shut the watcher down.
+//  3. Serve nothing before the store is synced ([Watcher.Synced], or the
+//     store's own Synced: Run marks it once the first list is translated).
+//     Readiness can follow it; [Watcher.LastEvent] and
+//     [Watcher.APIServerHealth] say how the API server is doing, for
+//     health endpoints, and are no reason to stop serving.
+//
 // # What it must never do
 //
 // Serve gRPC, know the xDS protocol, or exit because the API server is gone.
