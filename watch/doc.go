@@ -48,9 +48,10 @@
 //     when its context ends, whatever the API server does, and by then every
 //     goroutine it started has ended: cancel the context and wait for Run to
 //     shut the watcher down.
-//  3. Serve nothing before the store is synced ([Watcher.Synced], or the
-//     store's own Synced: Run marks it once the first list is translated).
-//     Readiness can follow it; [Watcher.LastEvent] and
+//  3. Report ready only once the store is synced: [Watcher.SyncedCh] is
+//     closed, and [Watcher.Synced] true, when Run has translated the first
+//     list and marked the store (whose Synced agrees). A SyncedCh still open
+//     when Run returns never closes: select on both. [Watcher.LastEvent] and
 //     [Watcher.APIServerHealth] say how the API server is doing, for
 //     health endpoints, and are no reason to stop serving.
 //

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/deltaeds/deltaeds/watch"
@@ -45,9 +44,12 @@ func Example() {
 	go func() { done <- w.Run(ctx) }()
 
 	// 3. Wait for the first list to be in the store.
-	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true,
-		func(context.Context) (bool, error) { return w.Synced(), nil }); err != nil {
-		panic(err)
+	select {
+	case <-w.SyncedCh():
+	case err := <-done:
+		panic(fmt.Sprintf("Run returned before the first sync: %v", err))
+	case <-time.After(10 * time.Second):
+		panic("no sync within 10s")
 	}
 	fmt.Println("store synced:", store.Synced())
 	for _, r := range store.List(xds.EndpointType) {
