@@ -1,7 +1,7 @@
 // Package bench owns deltaeds' side-by-side benchmark (issue 6): it runs
 // each server under test (package servers) as a child process on loopback,
-// drives it with one fleet of the project's simulated Envoys (package
-// envoysim) and one workload, and reports how the anchors compare to
+// drives it with one fleet of the project's simulated Envoys (envoysim, run by
+// internal/envoyfleet as in e2e) and one workload, and reports how the anchors compare to
 // deltaeds.
 //
 // # A run

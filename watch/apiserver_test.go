@@ -1,12 +1,14 @@
 package watch
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -147,16 +149,12 @@ func TestAgainstRealAPIServer(t *testing.T) {
 		}
 		restarted := kubernetes.NewForConfigOrDie(rest.CopyConfig(cp.RESTConfig()))
 		var err error
-		for deadline := time.Now().Add(waitTimeout); ; {
+		if perr := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, waitTimeout, true, func(ctx context.Context) (bool, error) {
 			_, err = restarted.DiscoveryV1().EndpointSlices("shop").Create(ctx,
 				slice("shop", "cart-2", "cart", 8080, "10.1.0.9"), metav1.CreateOptions{})
-			if err == nil || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatal(err)
+			return err == nil, nil
+		}); perr != nil {
+			t.Fatalf("creating a slice after the restart: %v (last: %v)", perr, err)
 		}
 		eventually(t, "the API server to be seen healthy", func() bool { _, err := w.APIServerHealth(); return err == nil })
 		eventually(t, "a change made after the restart", func() bool {
