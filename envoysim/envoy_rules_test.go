@@ -183,7 +183,8 @@ func TestNeverLegacyWildcard(t *testing.T) {
 	f := newFake(t)
 	c := startClient(t, f, Config{Backoff: time.Millisecond})
 	fs := f.nextStream(t)
-	fs.quiet(t)
+	// Nothing goes out before the client wants a name: the stream's first
+	// request is the subscription.
 	c.Subscribe("a")
 	if got := fs.recv(t); !slices.Equal(got.GetResourceNamesSubscribe(), []string{"a"}) {
 		t.Fatalf("first request %v, want a subscribe of a", got)
@@ -193,7 +194,12 @@ func TestNeverLegacyWildcard(t *testing.T) {
 	if len(got.GetResourceNamesSubscribe()) != 0 || !slices.Equal(got.GetResourceNamesUnsubscribe(), []string{"a"}) {
 		t.Fatalf("got %v, want an unsubscribe of a", got)
 	}
-	// A stream opened while nothing is wanted stays silent.
+	// A stream opened while nothing is wanted stays silent: its first
+	// request is the next subscription.
 	c.Disconnect()
-	f.nextStream(t).quiet(t)
+	fs = f.nextStream(t)
+	c.Subscribe("b")
+	if got := fs.recv(t); !slices.Equal(got.GetResourceNamesSubscribe(), []string{"b"}) || len(got.GetResourceNamesUnsubscribe()) != 0 {
+		t.Fatalf("first request on the new stream %v, want a subscribe of b", got)
+	}
 }

@@ -132,16 +132,6 @@ func (fs *fakeStream) recv(t *testing.T) *discoveryv3.DeltaDiscoveryRequest {
 	}
 }
 
-// quiet asserts that the client sends nothing for a short while.
-func (fs *fakeStream) quiet(t *testing.T) {
-	t.Helper()
-	select {
-	case req := <-fs.reqs:
-		t.Fatalf("unexpected request: %v", req)
-	case <-time.After(100 * time.Millisecond):
-	}
-}
-
 // send hands a response to the stream's sender.
 func (fs *fakeStream) send(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) {
 	t.Helper()
