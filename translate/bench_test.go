@@ -13,7 +13,14 @@ import (
 // BenchmarkServiceLarge translates a Service of 1,000 slices x 100 endpoints
 // (100,000 pods, the scale the EndpointSlice controller is designed for) with
 // two ports, zones, pods and nodes, and a few terminating endpoints.
-func BenchmarkServiceLarge(b *testing.B) {
+func BenchmarkServiceLarge(b *testing.B) { benchmarkService(b, false) }
+
+// BenchmarkServiceLargeDualStack is the same Service dual-stack: each pod
+// also in an IPv6 slice, so 200,000 endpoints are paired into 100,000 hosts
+// per port.
+func BenchmarkServiceLargeDualStack(b *testing.B) { benchmarkService(b, true) }
+
+func benchmarkService(b *testing.B, dual bool) {
 	const nSlices, perSlice = 1000, 100
 	zones := []string{"zone-a", "zone-b", "zone-c"}
 	p := ports(tcp("http", 8080), withProto(tcp("dns", 53), corev1.ProtocolUDP))
@@ -33,6 +40,14 @@ func BenchmarkServiceLarge(b *testing.B) {
 			eps = append(eps, ep(fmt.Sprintf("10.%d.%d.%d", n>>16, (n>>8)&0xff, n&0xff), opts...))
 		}
 		in = append(in, v4(fmt.Sprintf("web-%d", s), p, eps...))
+		if dual {
+			eps6 := make([]discoveryv1.Endpoint, len(eps))
+			for i, e := range eps {
+				eps6[i] = *e.DeepCopy()
+				eps6[i].Addresses = []string{fmt.Sprintf("fd00::%x", s*perSlice+i)}
+			}
+			in = append(in, v6(fmt.Sprintf("web-%d-v6", s), p, eps6...))
+		}
 	}
 
 	b.ReportAllocs()

@@ -14,8 +14,12 @@
 //
 // # What goes in
 //
-// Endpoints are merged across slices and address families, keyed by
-// address, port and protocol within each port name. Conditions follow
+// Endpoints are merged across slices, keyed by address, port and protocol
+// within each port name. With both address families served (the default),
+// a pod's IPv4 and IPv6 endpoints, paired by targetRef, are one LbEndpoint
+// whose additional_addresses holds the IPv6 address, so each pod takes one
+// share of traffic and Envoy connects to it with Happy Eyeballs; with one
+// family ([IPFamily]) the other's slices are skipped. Conditions follow
 // kube-proxy: ready endpoints carry traffic at priority 0; serving but
 // terminating ones sit at priority 1, HEALTHY, so Envoy fails over to them
 // when nothing is ready (and, in part, when Envoy's own outlier detection or

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/deltaeds/deltaeds/translate"
 )
@@ -56,13 +58,14 @@ func (r *fuzzReader) tri() *bool {
 // Layout (one byte each unless noted):
 //
 //	flags (bit 0: IncludeUnready, bit 1: NodeRegion, bit 2:
-//	InternalTrafficLocal, rest: shuffle seed),
+//	InternalTrafficLocal, bits 3-4: Family, 3 meaning dual too, rest:
+//	shuffle seed),
 //	slice count
 //	per slice: present (0 = nil), namespace, label, address type, port count,
 //	  per port: name, protocol, number (+2 bytes for a free number),
 //	  endpoint count,
 //	  per endpoint: address count, per address: kind (+1 byte for most kinds),
-//	    ready, serving, terminating, zone, node, targetRef (+1 byte for a pod),
+//	    ready, serving, terminating, zone, node, targetRef (+1 byte for most pods),
 //	    hostname, zone hints, node hints,
 //	  creation second
 func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.EndpointSlice) {
@@ -73,7 +76,8 @@ func decodeFuzz(data []byte) (translate.Options, uint64, []*discoveryv1.Endpoint
 		opts.NodeRegion = fuzzRegion
 	}
 	opts.InternalTrafficLocal = flags&4 == 4
-	seed := uint64(flags >> 3)
+	opts.Family = translate.IPFamily((flags >> 3 & 3) % 3)
+	seed := uint64(flags >> 5)
 
 	var out []*discoveryv1.EndpointSlice
 	for n := r.choice(7); n > 0; n-- {
@@ -208,9 +212,14 @@ func decodeEndpoint(r *fuzzReader) discoveryv1.Endpoint {
 	case 3:
 		e.NodeName = ptr(r.raw())
 	}
-	switch r.choice(6) {
+	switch r.choice(8) {
 	case 1:
 		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: fmt.Sprintf("p%d", r.choice(4))}
+	case 6: // as the EndpointSlice controller writes it
+		n := r.choice(4)
+		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: testNS, Name: fmt.Sprintf("p%d", n), UID: types.UID(fmt.Sprintf("u%d", n))}
+	case 7: // the same pod re-created
+		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: testNS, Name: fmt.Sprintf("p%d", r.choice(4)), UID: "new"}
 	case 2:
 		e.TargetRef = &corev1.ObjectReference{Kind: "Pod"}
 	case 3:
@@ -300,6 +309,29 @@ func FuzzService(f *testing.F) {
 		2, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, // 10.0.0.1 (and 10.0.0.2, ignored)
 	})
 
+	// Dual-stack pods as the controller writes them: p1 and p2 in an IPv4
+	// and an IPv6 slice, p3 in IPv6 only, p1's IPv6 copy re-created.
+	// (Each endpoint ends with no hostname and no hints, each slice with
+	// creation second 0.)
+	f.Add([]byte{
+		0, 3,
+		1, 0, 0, 0, 1, 2, 0, 1, // IPv4, http/80 TCP
+		2,
+		1, 0, 1, 0, 0, 0, 0, 0, 6, 1, 0, 0, 0, // 10.0.0.1, pod p1/u1
+		1, 0, 2, 0, 0, 0, 0, 0, 6, 2, 0, 0, 0, // 10.0.0.2, pod p2/u2
+		0,
+		1, 0, 0, 1, 1, 2, 0, 1, // IPv6, http/80 TCP
+		3,
+		1, 1, 1, 0, 0, 0, 0, 0, 6, 1, 0, 0, 0, // fd00::1, pod p1/u1
+		1, 7, 2, 0, 0, 0, 0, 0, 6, 2, 0, 0, 0, // fd00:0:0::2, pod p2/u2
+		1, 1, 3, 0, 0, 0, 0, 0, 6, 3, 0, 0, 0, // fd00::3, pod p3/u3
+		0,
+		1, 0, 0, 1, 1, 2, 0, 1, // IPv6, http/80 TCP
+		1,
+		1, 1, 4, 0, 0, 0, 0, 0, 7, 1, 0, 0, 0, // fd00::4, pod p1 re-created
+		0,
+	})
+
 	// Malformed: nil slice, FQDN, foreign, SCTP and nil-number ports, bad
 	// addresses, raw bytes in names and address types.
 	f.Add([]byte{
@@ -330,6 +362,9 @@ func FuzzService(f *testing.F) {
 		if !reflect.DeepEqual(in, before) {
 			t.Fatal("Service modified its input")
 		}
+
+		checkRelabelled(t, in, opts, res)
+		checkFamilies(t, in, opts, res)
 
 		again := translate.Service(testNS, testSvc, shuffled(rand.New(rand.NewPCG(seed, 0)), in), opts)
 		if again.Skipped != res.Skipped {
@@ -374,4 +409,76 @@ func FuzzService(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkRelabelled: a slice that is not the Service's (another namespace, a
+// label naming another Service, no label: what a relabelled slice becomes)
+// changes nothing, so the CLAs are those of the Service's own slices alone.
+func checkRelabelled(t *testing.T, in []*discoveryv1.EndpointSlice, opts translate.Options, res translate.Result) {
+	t.Helper()
+	var own []*discoveryv1.EndpointSlice
+	for _, s := range in {
+		if s != nil && s.Namespace == testNS && s.Labels[translate.ServiceNameLabel] == testSvc {
+			own = append(own, s)
+		}
+	}
+	want := marshalAll(t, translate.Service(testNS, testSvc, own, opts))
+	got := marshalAll(t, res)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("slices of other Services changed the CLAs: %d CLAs with them, %d without", len(got), len(want))
+	}
+}
+
+// sockets returns, per CLA name, every address:port/protocol of a result,
+// additional addresses included.
+func sockets(res translate.Result) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, cla := range res.CLAs {
+		set := map[string]bool{}
+		for _, g := range cla.GetEndpoints() {
+			for _, lb := range g.GetLbEndpoints() {
+				sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+				set[fmt.Sprint(sa.GetAddress(), sa.GetPortValue(), sa.GetProtocol())] = true
+				for _, aa := range lb.GetEndpoint().GetAdditionalAddresses() {
+					set[fmt.Sprint(aa.GetAddress().GetSocketAddress().GetAddress(), sa.GetPortValue(), sa.GetProtocol())] = true
+				}
+			}
+		}
+		out[cla.GetClusterName()] = set
+	}
+	return out
+}
+
+// checkFamilies: dual-stack pairing loses and invents nothing. What the
+// dual result carries, additional addresses included, is what the IPv4 and
+// IPv6 results carry together, CLA by CLA; and a single-family result has
+// no address of the other family.
+func checkFamilies(t *testing.T, in []*discoveryv1.EndpointSlice, opts translate.Options, res translate.Result) {
+	t.Helper()
+	if opts.Family != translate.IPFamilyDual {
+		for _, set := range sockets(res) {
+			for s := range set {
+				if is6 := strings.Contains(s, ":"); is6 != (opts.Family == translate.IPFamilyIPv6) {
+					t.Fatalf("%v result carries %s", opts.Family, s)
+				}
+			}
+		}
+		return
+	}
+	want := map[string]map[string]bool{}
+	for _, f := range []translate.IPFamily{translate.IPFamilyIPv4, translate.IPFamilyIPv6} {
+		o := opts
+		o.Family = f
+		for name, set := range sockets(translate.Service(testNS, testSvc, in, o)) {
+			if want[name] == nil {
+				want[name] = map[string]bool{}
+			}
+			for s := range set {
+				want[name][s] = true
+			}
+		}
+	}
+	if got := sockets(res); !reflect.DeepEqual(got, want) {
+		t.Fatalf("dual-stack result differs from the IPv4 and IPv6 results together:\n got %v\nwant %v", got, want)
+	}
 }

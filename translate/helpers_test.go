@@ -107,8 +107,8 @@ func created(s *discoveryv1.EndpointSlice, unix int64) *discoveryv1.EndpointSlic
 }
 
 // summarize renders a CLA one line per endpoint, in output order, with what
-// the rules are about: priority, zone, socket, health and identity. An empty
-// group shows as "(empty)".
+// the rules are about: priority, zone, socket, health, additional addresses
+// (" +addr") and identity. An empty group shows as "(empty)".
 func summarize(cla *endpointv3.ClusterLoadAssignment) []string {
 	var out []string
 	for _, g := range cla.GetEndpoints() {
@@ -127,6 +127,9 @@ func summarize(cla *endpointv3.ClusterLoadAssignment) []string {
 			if h := lb.GetEndpoint().GetHostname(); h != "" {
 				line += " host=" + h
 			}
+			for _, aa := range lb.GetEndpoint().GetAdditionalAddresses() {
+				line += " +" + aa.GetAddress().GetSocketAddress().GetAddress()
+			}
 			f := lb.GetMetadata().GetFilterMetadata()[translate.MetadataKey].GetFields()
 			if p := f[translate.MetadataPod].GetStringValue(); p != "" {
 				line += " pod=" + f[translate.MetadataNamespace].GetStringValue() + "/" + p
@@ -143,8 +146,9 @@ func summarize(cla *endpointv3.ClusterLoadAssignment) []string {
 // checkResult asserts the invariants every Result must hold whatever the
 // input: valid, marshalable CLAs named after the Service, sorted, with
 // priorities from 0 without gaps, groups and endpoints strictly ordered, no
-// address:port twice, one protocol, health matching priority, localities
-// weighted by their endpoint counts.
+// address:port twice (additional addresses included), each additional
+// address of the other family on the same port and protocol, one protocol,
+// health matching priority, localities weighted by their endpoint counts.
 func checkResult(t testing.TB, namespace, service string, res translate.Result) {
 	t.Helper()
 	for i, cla := range res.CLAs {
@@ -214,6 +218,28 @@ func checkResult(t testing.TB, namespace, service string, res translate.Result) 
 					}
 				}
 				prev = k
+				extra := lb.GetEndpoint().GetAdditionalAddresses()
+				if len(extra) > 1 {
+					t.Fatalf("CLA %q: %v has %d additional addresses, want at most 1", name, k, len(extra))
+				}
+				for _, aa := range extra {
+					xs := aa.GetAddress().GetSocketAddress()
+					x, err := netip.ParseAddr(xs.GetAddress())
+					if err != nil || x.String() != xs.GetAddress() {
+						t.Fatalf("CLA %q: additional address %q not canonical (%v)", name, xs.GetAddress(), err)
+					}
+					if x.Is4() == k.addr.Is4() || !k.addr.Is4() {
+						t.Fatalf("CLA %q: additional address %v of %v: want IPv6 after an IPv4 address", name, x, k.addr)
+					}
+					if xs.GetPortValue() != k.port || xs.GetProtocol() != k.proto {
+						t.Fatalf("CLA %q: additional address of %v on %d/%v", name, k, xs.GetPortValue(), xs.GetProtocol())
+					}
+					xk := key{x, k.port, k.proto}
+					if seen[xk] {
+						t.Fatalf("CLA %q: %v twice", name, xk)
+					}
+					seen[xk] = true
+				}
 				if protos[k.proto] = true; len(protos) > 1 {
 					t.Fatalf("CLA %q mixes protocols", name)
 				}

@@ -81,6 +81,10 @@ type Options struct {
 	// that tell their node then get only the endpoints on that node: see
 	// [Topology].
 	InternalTrafficLocal bool
+
+	// Family is the address families served; the zero value is both, with
+	// a pod's two addresses in one LbEndpoint (see [IPFamily]).
+	Family IPFamily
 }
 
 // SkipCounts says how much of the input [Service] left out, by reason (it is
@@ -99,6 +103,9 @@ type SkipCounts struct {
 	// FQDNSlices: Envoy EDS wants IP addresses; FQDN slices would need a
 	// STRICT_DNS cluster, which is the Envoy config's business, not EDS's.
 	FQDNSlices int
+	// OtherFamilySlices: IPv4 or IPv6 slices of the family Options.Family
+	// leaves out.
+	OtherFamilySlices int
 
 	// UnnumberedPorts: a nil port number means "all ports", which no
 	// SocketAddress can express.
@@ -123,7 +130,8 @@ type SkipCounts struct {
 	InvalidPorts int
 
 	// InvalidEndpoints: no address, an addresses[0] that is not an IP of the
-	// slice's family (IPv4-mapped IPv6 and zoned addresses included), or
+	// slice's family as kube-proxy parses it (IPv4-mapped IPv6 and zoned
+	// addresses included; leading zeros are accepted), or
 	// zone, node or pod strings that are not UTF-8 (proto3 could not
 	// marshal them).
 	InvalidEndpoints int
@@ -215,12 +223,17 @@ type host struct {
 	// "\x00" ("" when none), for Topology.
 	forZones string
 	forNodes string
+	// ref is the input's targetRef when it names something: what
+	// pairFamilies pairs by. A pointer keeps the host small.
+	ref   *corev1.ObjectReference
+	extra netip.Addr // the other family's address, once paired
 }
 
 // preferred reports whether a should replace b as the copy of a duplicated
 // address:port: the better state wins, then the smaller region, zone,
-// hostname, pod, namespace and node. The tie-break has no meaning beyond making the winner independent
-// of which slice was listed first, which deterministic output requires.
+// hostname, pod, namespace and node (then hints and targetRef). The
+// tie-break has no meaning beyond making the winner independent of which
+// slice was listed first, which deterministic output requires.
 func preferred(a, b host) bool {
 	return cmp.Or(
 		cmp.Compare(a.state, b.state),
@@ -232,6 +245,7 @@ func preferred(a, b host) bool {
 		strings.Compare(a.node, b.node),
 		strings.Compare(a.forZones, b.forZones),
 		strings.Compare(a.forNodes, b.forNodes),
+		compareRefs(a.ref, b.ref),
 	) < 0
 }
 
@@ -252,7 +266,14 @@ type slicePort struct {
 // number or protocol is skipped (the API server defaults the name to "", the
 // unnamed port, and the protocol to TCP). One CLA never mixes TCP and UDP:
 // see [SkipCounts.MixedProtocolPorts]. Only addresses[0] of an endpoint is used,
-// as kube-proxy does. Addresses are emitted in canonical form.
+// as kube-proxy does, parsed as kube-proxy does (leading zeros in IPv4 are
+// decimal) and emitted in canonical form.
+//
+// [Options.Family] picks the address families. With both (the default), an
+// IPv4 and an IPv6 endpoint of one targetRef, port and protocol are one
+// LbEndpoint: the IPv4 address, with the IPv6 one in additional_addresses
+// (see pairFamilies for the rules and what Envoy does with it). With one
+// family, slices of the other are skipped and counted.
 //
 // Ready endpoints go to priority 0 HEALTHY; serving-and-terminating ones to
 // priority 1, also HEALTHY, because Envoy never balances to DRAINING hosts
@@ -335,6 +356,10 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 			skipped.InvalidSlices++
 			continue
 		}
+		if !opts.Family.serves(s.AddressType) {
+			skipped.OtherFamilySlices++
+			continue
+		}
 
 		ports = slicePorts(ports[:0], s.Ports, protos, skipped)
 		for i, p := range ports {
@@ -362,9 +387,13 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 	}
 	res.CLAs = make([]*endpointv3.ClusterLoadAssignment, 0, len(byPort))
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		cla := buildCLA(ClusterName(namespace, name, port), byPort[port].hosts)
+		hosts := byPort[port].hosts
+		if opts.Family == IPFamilyDual {
+			hosts = pairFamilies(hosts, namespace)
+		}
+		cla := buildCLA(ClusterName(namespace, name, port), hosts)
 		res.CLAs = append(res.CLAs, cla)
-		if t := newTopology(cla.ClusterName, byPort[port].hosts, opts.InternalTrafficLocal); t != nil {
+		if t := newTopology(cla.ClusterName, hosts, opts.InternalTrafficLocal); t != nil {
 			if res.Topologies == nil {
 				res.Topologies = make(map[string]*Topology)
 			}
@@ -493,11 +522,8 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 		skipped.InvalidEndpoints++
 		return host{}, false
 	}
-	addr, err := netip.ParseAddr(ep.Addresses[0])
-	// Envoy parses addresses with inet_pton, which knows no zones; a zoned
-	// address would get the whole CLA NACKed. IPv4-mapped addresses in an
-	// IPv6 slice would dodge deduplication with the same IPv4 endpoint.
-	if err != nil || addr.Zone() != "" || addr.Is4In6() || addr.Is4() != want4 {
+	addr, ok := parseAddress(ep.Addresses[0], want4)
+	if !ok {
 		skipped.InvalidEndpoints++
 		return host{}, false
 	}
@@ -510,8 +536,11 @@ func endpointHost(ep *discoveryv1.Endpoint, want4 bool, namespace string, opts O
 		hostname: deref(ep.Hostname),
 		node:     deref(ep.NodeName),
 	}
-	if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" && ref.Name != "" {
-		h.pod, h.podNS = ref.Name, cmp.Or(ref.Namespace, namespace)
+	if ref := ep.TargetRef; ref != nil && ref.Name != "" {
+		h.ref = ref
+		if ref.Kind == "Pod" {
+			h.pod, h.podNS = ref.Name, cmp.Or(ref.Namespace, namespace)
+		}
 	}
 	if opts.NodeRegion != nil && h.node != "" {
 		region, ok := regions[h.node]
@@ -573,6 +602,17 @@ type lbBlock struct {
 	port corev3.SocketAddress_PortValue
 }
 
+// extraBlock holds the messages of an LbEndpoint's additional address, for
+// the hosts pairFamilies merged.
+type extraBlock struct {
+	list [1]*endpointv3.Endpoint_AdditionalAddress
+	aa   endpointv3.Endpoint_AdditionalAddress
+	addr corev3.Address
+	sa   corev3.Address_SocketAddress
+	sock corev3.SocketAddress
+	port corev3.SocketAddress_PortValue
+}
+
 type metaBlock struct {
 	md     corev3.Metadata
 	st     structpb.Struct
@@ -593,13 +633,19 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 	}
 	slices.SortFunc(order, compareHosts)
 
-	// All addresses share one string, sliced per endpoint.
+	// All addresses share one string, sliced per endpoint: host i's address
+	// ends at ends[2i], its additional address (if any) at ends[2i+1].
 	var buf []byte
-	ends := make([]int, len(hosts))
-	nMeta := 0
+	ends := make([]int, 2*len(hosts))
+	nMeta, nExtra := 0, 0
 	for i, h := range order {
 		buf = h.key.addr.AppendTo(buf)
-		ends[i] = len(buf)
+		ends[2*i] = len(buf)
+		if h.extra.IsValid() {
+			buf = h.extra.AppendTo(buf)
+			nExtra++
+		}
+		ends[2*i+1] = len(buf)
 		if h.pod != "" || h.node != "" {
 			nMeta++
 		}
@@ -608,14 +654,28 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 
 	blocks := make([]lbBlock, len(hosts))
 	metas := make([]metaBlock, nMeta)
+	extras := make([]extraBlock, nExtra)
 	ptrs := make([]*endpointv3.LbEndpoint, len(hosts))
 	start := 0
 	for i, h := range order {
 		b := &blocks[i]
 		b.port.PortValue = uint32(h.key.port)
 		b.sock.Protocol = h.key.proto
-		b.sock.Address, start = addrs[start:ends[i]], ends[i]
+		b.sock.Address, start = addrs[start:ends[2*i]], ends[2*i+1]
 		b.sock.PortSpecifier = &b.port
+		if h.extra.IsValid() {
+			x := &extras[0]
+			extras = extras[1:]
+			x.port.PortValue = b.port.PortValue
+			x.sock.Protocol = h.key.proto
+			x.sock.Address = addrs[ends[2*i]:ends[2*i+1]]
+			x.sock.PortSpecifier = &x.port
+			x.sa.SocketAddress = &x.sock
+			x.addr.Address = &x.sa
+			x.aa.Address = &x.addr
+			x.list[0] = &x.aa
+			b.ep.AdditionalAddresses = x.list[:]
+		}
 		b.sa.SocketAddress = &b.sock
 		b.addr.Address = &b.sa
 		b.ep.Address = &b.addr

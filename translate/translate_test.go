@@ -447,7 +447,7 @@ func TestService(t *testing.T) {
 					discoveryv1.Endpoint{Addresses: []string{}},
 					ep(""),
 					ep("not-an-ip"),
-					ep("010.0.0.1"), // leading zero is ambiguous (octal?)
+					ep("0x0a.0.0.1"), // hex: kube-proxy's parser takes decimal only
 					ep("10.0.0.1 "),
 					ep("fd00::1"),                // IPv6 in an IPv4 slice
 					ep("10.0.0.2", zone("\xff")), // proto3 strings must be UTF-8

@@ -114,6 +114,7 @@ func (m *Metrics) countSkipped(c translate.SkipCounts) {
 	add("invalid_slice", c.InvalidSlices)
 	add("foreign_slice", c.ForeignSlices)
 	add("fqdn_slice", c.FQDNSlices)
+	add("other_family_slice", c.OtherFamilySlices)
 	add("unnumbered_port", c.UnnumberedPorts)
 	add("incomplete_port", c.IncompletePorts)
 	add("mixed_protocol_port", c.MixedProtocolPorts)

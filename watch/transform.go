@@ -76,7 +76,9 @@ func slimSlice(obj any) (any, error) {
 				slim.Addresses = e.Addresses[:1:1]
 			}
 			if e.TargetRef != nil {
-				slim.TargetRef = &corev1.ObjectReference{Kind: e.TargetRef.Kind, Name: e.TargetRef.Name, Namespace: e.TargetRef.Namespace}
+				// The UID tells a pod from its re-created namesake when
+				// translate pairs a pod's IPv4 and IPv6 endpoints.
+				slim.TargetRef = &corev1.ObjectReference{Kind: e.TargetRef.Kind, Name: e.TargetRef.Name, Namespace: e.TargetRef.Namespace, UID: e.TargetRef.UID}
 			}
 			out.Endpoints[i] = slim
 		}

@@ -239,11 +239,71 @@ func TestSlimSliceKeepsWhatTranslateReads(t *testing.T) {
 	if len(slim.Endpoints[0].Addresses) != 1 {
 		t.Fatalf("addresses %v, want only the first", slim.Endpoints[0].Addresses)
 	}
+	// The pod's IPv6 endpoint is of a re-created pod of the same name: only
+	// the UID keeps translate from pairing the two into one host.
+	in6 := v6(slice("ns", "web-3", "web", 8080, "fd00::1"))
+	in6.Endpoints[0].TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: "web-abc", Namespace: "ns", UID: "u2"}
+	out6, err := slimSlice(in6)
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := translate.Options{}
-	full := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{in, older}, opts)
-	lean := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{slim, outOlder.(*discoveryv1.EndpointSlice)}, opts)
-	if len(full.CLAs) != 1 || endpointCount(full.CLAs[0]) != 1 || !proto.Equal(full.CLAs[0], lean.CLAs[0]) {
+	full := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{in, older, in6}, opts)
+	lean := translate.Service("ns", "web", []*discoveryv1.EndpointSlice{slim, outOlder.(*discoveryv1.EndpointSlice), out6.(*discoveryv1.EndpointSlice)}, opts)
+	// Two endpoints: the newer slice's TCP one, and the re-created pod's IPv6 one on its own.
+	if len(full.CLAs) != 1 || endpointCount(full.CLAs[0]) != 2 || !proto.Equal(full.CLAs[0], lean.CLAs[0]) {
 		t.Fatalf("translation differs after the transform:\n%v\n%v", full.CLAs, lean.CLAs)
+	}
+}
+
+// v6 turns a slice built by slice() into an IPv6 one.
+func v6(s *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+	s.AddressType = discoveryv1.AddressTypeIPv6
+	for i := range s.Endpoints {
+		s.Endpoints[i].Addresses = s.Endpoints[i].Addresses[:1]
+	}
+	return s
+}
+
+// TestIPFamilyOption: Config.Translate.Family reaches translation, and the
+// slices it leaves out are counted.
+func TestIPFamilyOption(t *testing.T) {
+	pod := func(s *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+		s.Endpoints[0].TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: "web-0", Namespace: "ns", UID: "u0"}
+		return s
+	}
+	for _, tt := range []struct {
+		family      translate.IPFamily
+		addr, extra string
+		otherFamily bool // counted: each translation counts again
+	}{
+		{translate.IPFamilyDual, "10.0.0.1", "fd00::1", false},
+		{translate.IPFamilyIPv4, "10.0.0.1", "", true},
+		{translate.IPFamilyIPv6, "fd00::1", "", true},
+	} {
+		t.Run(tt.family.String(), func(t *testing.T) {
+			client := fake.NewClientset(
+				pod(slice("ns", "web-4", "web", 8080, "10.0.0.1")),
+				pod(v6(slice("ns", "web-6", "web", 8080, "fd00::1"))),
+			)
+			w, store := started(t, client, Config{Translate: translate.Options{Family: tt.family}})
+			eventually(t, "sync", store.Synced)
+			c := storedCLA(t, store, "ns/web/http")
+			if endpointCount(c) != 1 {
+				t.Fatalf("CLA %v, want one endpoint", c)
+			}
+			e := c.GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint()
+			var extra string
+			for _, a := range e.GetAdditionalAddresses() {
+				extra += a.GetAddress().GetSocketAddress().GetAddress()
+			}
+			if got := e.GetAddress().GetSocketAddress().GetAddress(); got != tt.addr || extra != tt.extra {
+				t.Errorf("endpoint %s + [%s], want %s + [%s]", got, extra, tt.addr, tt.extra)
+			}
+			if n := testutil.ToFloat64(w.metrics.Skipped.WithLabelValues("other_family_slice")); (n > 0) != tt.otherFamily {
+				t.Errorf("other_family_slice = %v, want counted: %v", n, tt.otherFamily)
+			}
+		})
 	}
 }
 
