@@ -34,11 +34,14 @@ type serveConfig struct {
 	XDSAddress   string
 	AdminAddress string
 
-	Namespaces         []string
-	LabelSelector      string
-	ServiceProxyName   string
-	IncludeUnready     bool
-	NodeLocality       bool
+	Namespaces       []string
+	LabelSelector    string
+	ServiceProxyName string
+	IncludeUnready   bool
+	NodeLocality     bool
+	// IPFamily is --ip-family as given: ipv4, ipv6 or dual
+	// (translate.ParseIPFamily).
+	IPFamily           string
 	DeletedGracePeriod time.Duration
 	Workers            int
 	ProbeInterval      time.Duration
@@ -135,6 +138,14 @@ func serveFlags(cfg *serveConfig, namespaces *cli.StringSlice) []serveFlag {
 			Usage: "also send endpoints that are neither ready nor terminating-but-serving, as UNHEALTHY at priority 2 (after the terminating fallback): visible in Envoy's admin, never carrying traffic while a ready or terminating endpoint is healthy"}, nil},
 		{&cli.BoolFlag{Category: catKube, Name: "node-locality", Destination: &cfg.NodeLocality,
 			Usage: "watch Nodes (cluster-scoped get/list/watch) and put each endpoint's region, from its Node's topology.kubernetes.io/region label, in its CLA locality next to the zone, so that Envoys whose bootstrap sets node.locality.region find their local hosts"}, nil},
+		{&cli.StringFlag{Category: catKube, Name: "ip-family", Value: translate.IPFamilyDual.String(), Destination: &cfg.IPFamily,
+			Usage: "address families served: ipv4, ipv6 or dual. dual (the default) is what a dual-stack cluster's Envoys can use, every pod and node having both families, and serves the one family of a single-stack cluster: a pod in both is one endpoint, its IPv4 address with the IPv6 one in additional_addresses (Envoy connects with Happy Eyeballs). ipv4 or ipv6 is for Envoys with one family only; the other family's EndpointSlices are ignored and counted"},
+			func(name string) error {
+				if _, err := translate.ParseIPFamily(cfg.IPFamily); err != nil {
+					return fmt.Errorf("%s: %v", name, err)
+				}
+				return nil
+			}},
 		{&cli.DurationFlag{Category: catKube, Name: "deleted-grace-period", Value: watch.DefaultDeletedGracePeriod, Destination: &cfg.DeletedGracePeriod,
 			Usage: "how long a CLA whose Service or port is gone stays published, empty, before it is removed"},
 			positive(&cfg.DeletedGracePeriod)},

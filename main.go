@@ -97,6 +97,10 @@ func newProcess(cfg serveConfig, log *zap.Logger) (_ *process, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, usageError("serve: %v", err)
 	}
+	family, err := translate.ParseIPFamily(cfg.IPFamily)
+	if err != nil {
+		return nil, fmt.Errorf("--ip-family: %w", err)
+	}
 	p := &process{cfg: cfg, log: log, store: xds.NewStore()}
 	defer func() {
 		if err != nil {
@@ -127,7 +131,7 @@ func newProcess(cfg serveConfig, log *zap.Logger) (_ *process, err error) {
 		Namespaces:         cfg.Namespaces,
 		LabelSelector:      cfg.LabelSelector,
 		ServiceProxyName:   cfg.ServiceProxyName,
-		Translate:          translate.Options{IncludeUnready: cfg.IncludeUnready},
+		Translate:          translate.Options{IncludeUnready: cfg.IncludeUnready, Family: family},
 		NodeLocality:       cfg.NodeLocality,
 		DeletedGracePeriod: cfg.DeletedGracePeriod,
 		Workers:            cfg.Workers,
