@@ -30,9 +30,12 @@
 // The store is marked synced only after every informer has listed and every
 // Service of that first list has been translated, so a starting replica never
 // answers "does not exist" for a Service it has not read yet. After that, an
-// API-server outage changes nothing downstream: reflectors retry with backoff,
-// the store keeps serving its last state, and Run returns only when its
-// context ends.
+// API-server outage changes nothing downstream: the store keeps serving its
+// last state, and Run returns only when its context ends. The informers' list
+// and watch calls that get no answer while /readyz does not answer either are
+// held, not failed, and go out as soon as a probe (once a second while it is
+// down) finds the API server ready again: client-go's reflector backoff, up to
+// a minute, never sits between the API server's return and deltaeds noticing.
 //
 // # Using this package
 //

@@ -72,7 +72,7 @@ func slimNode(obj any) (any, error) {
 // watcher's other factories.
 func (w *Watcher) newNodeInformer() (informers.SharedInformerFactory, cache.SharedIndexInformer, error) {
 	f := informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0, informers.WithTransform(slimNode))
-	inf := f.Core().V1().Nodes().Informer()
+	inf := f.InformerFor(&corev1.Node{}, w.api.nodeInformer()) // calls held while the API server is down (recovery.go)
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { w.onNode(nil, obj) },
 		UpdateFunc: func(old, obj any) { w.onNode(old, obj) },

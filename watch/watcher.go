@@ -63,7 +63,9 @@ type Config struct {
 	Metrics *Metrics
 	// ProbeInterval is how often the API server's /readyz is probed to
 	// report its health (informers do not say when a watch is merely
-	// retrying); 0 means DefaultProbeInterval.
+	// retrying); 0 means DefaultProbeInterval. While it is down, and list
+	// or watch calls are held, it is probed every second (or every
+	// ProbeInterval if shorter): see recovery.go.
 	ProbeInterval time.Duration
 }
 
@@ -100,9 +102,9 @@ type Watcher struct {
 	// opened.
 	synced chan struct{}
 
-	healthMu  sync.Mutex // guards lastProbe and probeErr
-	lastProbe time.Time  // last successful contact with the API server
-	probeErr  error      // error of the latest probe, nil if it succeeded
+	// api probes the API server and holds the informers' calls while it is
+	// down (recovery.go).
+	api *apiServer
 }
 
 type published struct {
@@ -141,21 +143,20 @@ func New(cfg Config) (*Watcher, error) {
 		informers: make(map[string]cache.SharedIndexInformer),
 		services:  make(map[string]*published),
 		synced:    make(chan struct{}),
+		api:       newAPIServer(readyzProbe(cfg.Client), cfg.ProbeInterval, cfg.Logger, cfg.Metrics),
 	}
 	namespaces := cfg.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
 	for _, ns := range dedupe(namespaces) {
-		opts := []informers.SharedInformerOption{
-			informers.WithTransform(slimSlice),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
-		}
+		// The label selector is applied by endpointSliceInformer.
+		opts := []informers.SharedInformerOption{informers.WithTransform(slimSlice)}
 		if ns != metav1.NamespaceAll {
 			opts = append(opts, informers.WithNamespace(ns))
 		}
 		f := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, opts...)
-		inf := f.Discovery().V1().EndpointSlices().Informer()
+		inf := f.InformerFor(&discoveryv1.EndpointSlice{}, w.api.endpointSliceInformer(ns, selector))
 		indexers := cache.Indexers{byServiceIndex: indexByService}
 		if cfg.NodeLocality {
 			indexers[byNodeIndex] = indexByNode
@@ -263,7 +264,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		w.probeLoop(ctx)
+		w.api.run(ctx)
 	}()
 
 	w.log.Info("waiting for the first EndpointSlice list", zap.Int("informers", len(w.informers)))
@@ -303,61 +304,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	return nil
 }
 
-// probeLoop asks the API server's /readyz every ProbeInterval until ctx
-// ends, so an outage shows in APIServerHealth and the logs even while the
-// informers quietly retry.
-func (w *Watcher) probeLoop(ctx context.Context) {
-	t := time.NewTicker(w.cfg.ProbeInterval)
-	defer t.Stop()
-	for {
-		w.probe(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (w *Watcher) probe(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, w.cfg.ProbeInterval)
-	defer cancel()
-	rc := w.cfg.Client.Discovery().RESTClient()
-	var err error
-	if rc == nil {
-		// Fake clients have no REST client; assume healthy.
-		err = nil
-	} else {
-		err = rc.Get().AbsPath("/readyz").Do(pctx).Error()
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	w.healthMu.Lock()
-	wasDown := w.probeErr != nil
-	w.probeErr = err
-	if err == nil {
-		w.lastProbe = time.Now()
-	}
-	w.healthMu.Unlock()
-	switch {
-	case err != nil && !wasDown:
-		w.metrics.WatchErrors.Inc()
-		w.log.Warn("API server unreachable; serving the last known endpoints while informers retry", zap.Error(err))
-	case err != nil:
-		w.metrics.WatchErrors.Inc()
-	case wasDown:
-		w.log.Info("API server reachable again")
-	}
-}
-
 // APIServerHealth returns when the API server last answered a probe, and
 // the error of the latest probe (nil when it answered).
-func (w *Watcher) APIServerHealth() (lastOK time.Time, err error) {
-	w.healthMu.Lock()
-	defer w.healthMu.Unlock()
-	return w.lastProbe, w.probeErr
-}
+func (w *Watcher) APIServerHealth() (lastOK time.Time, err error) { return w.api.health() }
 
 // Synced reports whether the first list has been translated and the store
 // opened. It stays true through API-server outages.
