@@ -8,14 +8,13 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
-	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -48,7 +47,7 @@ func TestBlackholedClient(t *testing.T) {
 		}
 		names = append(names, translate.ClusterName(ns, svc, httpPort.Name))
 	}
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s12-blackhole", ExtraArgs: []string{
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s12-blackhole", ExtraArgs: []string{
 		"--keepalive-time", serverKeepaliveTime.String(), "--keepalive-timeout", serverKeepaliveTimeout.String(),
 	}})
 	proxy, err := newBlackholeProxy(p.XDSAddress())
@@ -57,7 +56,8 @@ func TestBlackholedClient(t *testing.T) {
 	}
 	t.Cleanup(proxy.Close)
 	rec := &recorder{}
-	f := keepaliveFleet(t, proxy.Addr(), "s12-blackhole", 2, rec)
+	f := e.fleet(t, envoyfleet.Options{Size: 2, Target: proxy.Addr(), NodePrefix: "s12-blackhole", OnApply: rec.onApply,
+		DialOptions: []grpc.DialOption{envoyKeepalive(clientKeepaliveTime, clientKeepaliveTimeout)}})
 	f.Subscribe(names...)
 	for i, name := range names {
 		waitAll(t, "the first endpoints", f, holds(name, []string{fmt.Sprintf("10.123.0.%d", i+1)}, nil))
@@ -109,42 +109,16 @@ func TestBlackholedClient(t *testing.T) {
 		len(f.Clients), len(got), proxy.Blackholed())
 }
 
-// keepaliveFleet starts n clients dialling target with HTTP/2 keepalive as Envoy's
-// connection_keepalive (source/common/http/http2/codec_impl.cc: ConnectionImpl::sendKeepalive
+// envoyKeepalive is Envoy's HTTP/2 connection_keepalive, as the bootstrap sets it for the
+// connection to deltaeds (source/common/http/http2/codec_impl.cc: ConnectionImpl::sendKeepalive
 // sends a PING every interval, onKeepaliveResponseTimeout closes the connection when no PING ACK
-// came within the timeout). The fleet is closed when the test ends.
-func keepaliveFleet(t *testing.T, target, prefix string, n int, rec *recorder) *harness.Fleet {
-	t.Helper()
-	f := &harness.Fleet{}
-	t.Cleanup(func() {
-		f.Close()
-		for _, v := range f.Violations() {
-			t.Errorf("protocol violation (%s): %s", prefix, v)
-		}
-	})
-	for i := range n {
-		var c *envoysim.Client
-		c = envoysim.New(envoysim.Config{
-			Target:   target,
-			NodeID:   fmt.Sprintf("%s-%d", prefix, i),
-			Cluster:  prefix,
-			Locality: &corev3.Locality{Zone: zones[i%len(zones)]},
-			DialOptions: []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
-				Time: clientKeepaliveTime, Timeout: clientKeepaliveTimeout, PermitWithoutStream: true,
-			})},
-			OnApply: func(a envoysim.Applied) { rec.onApply(i, c, a) },
-			Logger:  logger(t),
-		})
-		if err := c.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		f.Clients = append(f.Clients, c)
-	}
-	return f
+// came within the timeout).
+func envoyKeepalive(interval, timeout time.Duration) grpc.DialOption {
+	return grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: interval, Timeout: timeout, PermitWithoutStream: true})
 }
 
 // streamsAre returns nil when deltaeds counts n connected streams.
-func streamsAre(t *testing.T, p *harness.Process, n int) error {
+func streamsAre(t *testing.T, p *harness.Deltaeds, n int) error {
 	if got := metrics(t, p).Value("deltaeds_xds_streams"); got != float64(n) {
 		return fmt.Errorf("deltaeds_xds_streams = %v, want %d", got, n)
 	}

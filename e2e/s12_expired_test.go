@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -38,9 +39,9 @@ func TestWatchExpiredRelist(t *testing.T) {
 		names = append(names, translate.ClusterName(ns, svc, httpPort.Name))
 	}
 	// One namespace: the update events counted below are this scenario's slices only.
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s12-expired", ExtraArgs: []string{"--namespace", ns}})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s12-expired", ExtraArgs: []string{"--namespace", ns}})
 	rec := &recorder{}
-	f := e.fleet(t, harness.FleetOptions{Size: 3, Target: p.XDSAddress(), NodePrefix: "s12-expired", OnApply: rec.onApply})
+	f := e.fleet(t, envoyfleet.Options{Size: 3, Target: p.XDSAddress(), NodePrefix: "s12-expired", OnApply: rec.onApply})
 	f.Subscribe(names...)
 	for i, name := range names {
 		waitAll(t, "the first endpoints", f, holds(name, []string{fmt.Sprintf("10.122.0.%d", i+1)}, nil))

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -48,10 +49,10 @@ func TestAPIServerFlapping(t *testing.T) {
 		}
 		rollers = append(rollers, r)
 	}
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s12-flapping"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s12-flapping"})
 	pid := p.Pid()
 	rec := &recorder{}
-	f := e.fleet(t, harness.FleetOptions{Size: 3, Target: p.XDSAddress(), NodePrefix: "s12-flapping", OnApply: rec.onApply})
+	f := e.fleet(t, envoyfleet.Options{Size: 3, Target: p.XDSAddress(), NodePrefix: "s12-flapping", OnApply: rec.onApply})
 	for _, r := range rollers {
 		f.Subscribe(r.name())
 	}

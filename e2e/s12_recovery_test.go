@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -35,8 +36,8 @@ func TestAPIServerRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := translate.ClusterName(ns, "orders", httpPort.Name)
-	p := e.deltaeds(t, harness.Options{Name: "deltaeds-s12-recovery"})
-	f := e.fleet(t, harness.FleetOptions{Size: 3, Target: p.XDSAddress(), NodePrefix: "s12-recovery"})
+	p := e.deltaeds(t, harness.DeltaedsOptions{Name: "deltaeds-s12-recovery"})
+	f := e.fleet(t, envoyfleet.Options{Size: 3, Target: p.XDSAddress(), NodePrefix: "s12-recovery"})
 	f.Subscribe(name)
 	waitAll(t, "the first endpoints", f, holds(name, []string{"10.120.0.1", "10.120.0.2"}, nil))
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/envoyfleet"
 	"github.com/deltaeds/deltaeds/translate"
 )
 
@@ -37,8 +38,8 @@ func TestKillMidRollout(t *testing.T) {
 		deps = append(deps, e.service(t, ns, svc, replicas))
 		names = append(names, translate.ClusterName(ns, svc, httpPort.Name))
 	}
-	a := e.deltaeds(t, harness.Options{Name: "replica-a"})
-	b := e.deltaeds(t, harness.Options{Name: "replica-b"})
+	a := e.deltaeds(t, harness.DeltaedsOptions{Name: "replica-a"})
+	b := e.deltaeds(t, harness.DeltaedsOptions{Name: "replica-b"})
 	proxy, err := harness.NewProxy(a.XDSAddress(), logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +47,7 @@ func TestKillMidRollout(t *testing.T) {
 	t.Cleanup(proxy.Close)
 
 	left := newDepartures()
-	f := e.fleet(t, harness.FleetOptions{Size: clients, Target: proxy.Addr(), NodePrefix: "s12-kill", OnApply: left.onApply})
+	f := e.fleet(t, envoyfleet.Options{Size: clients, Target: proxy.Addr(), NodePrefix: "s12-kill", OnApply: left.onApply})
 	f.Subscribe(names...)
 	current := func() func(envoysim.State) bool {
 		var all []func(envoysim.State) bool
@@ -129,7 +130,7 @@ func TestKillMidRollout(t *testing.T) {
 	if err := a.StartAgain(waitCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	late := e.fleet(t, harness.FleetOptions{Size: 1, Target: a.XDSAddress(), NodePrefix: "s12-kill-a"})
+	late := e.fleet(t, envoyfleet.Options{Size: 1, Target: a.XDSAddress(), NodePrefix: "s12-kill-a"})
 	late.Subscribe(names...)
 	waitAll(t, "the new pods on the restarted replica A", late, current())
 }
