@@ -30,6 +30,25 @@
 //     subscribing to a million names, garbage requests; clear errors, and everyone else is
 //     served throughout.
 //
+// The s12 files are issue 13's faults under load, each reporting its figures in the test log
+// (README, Reliability):
+//
+//   - TestAPIServerRecovery: the first EndpointSlice change after a 20 s kube-apiserver outage
+//     reaches every client (how long after /readyz answers is logged).
+//   - TestAPIServerFlapping: kube-apiserver down 5 s / up 5 s for a minute while Services roll:
+//     no restart, no reconnect, no empty CLA, removal or resend; convergence after.
+//   - TestWatchExpiredRelist: etcd compacted past deltaeds' watch: the 410 relist sends nothing.
+//   - TestBlackholedClient: connections black-holed by a proxy end by keepalive on both sides;
+//     the clients reconnect and get only what changed.
+//   - TestKillMidRollout: a replica SIGKILLed mid rollout, the other takes over; no client routes
+//     again to an endpoint it moved off, and all end on the new pods.
+//   - TestConnectionStorm: 2,000 clients reconnect at once declaring their versions: all served,
+//     nothing resent; first-answer latencies logged.
+//
+// The s12 scenarios write their EndpointSlices by hand (as for Services without selectors),
+// except TestKillMidRollout, so that what they measure is deltaeds and not
+// kube-controller-manager, whose informers back off on their own after an API-server outage.
+//
 // bugs_test.go keeps a regression test for each bug in deltaeds that these runs found.
 //
 // Every scenario also checks that the clients saw no protocol violation, that deltaeds exits
