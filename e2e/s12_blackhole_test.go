@@ -61,7 +61,6 @@ func TestBlackholedClient(t *testing.T) {
 	f.Subscribe(names...)
 	for i, name := range names {
 		waitAll(t, "the first endpoints", f, holds(name, []string{fmt.Sprintf("10.123.0.%d", i+1)}, nil))
-		rec.waitRecorded(t, 0, len(f.Clients), name)
 	}
 	mark := rec.mark()
 	if err := harness.Eventually(waitCtx(t), func() error { return streamsAre(t, p, len(f.Clients)) }); err != nil {
@@ -86,7 +85,6 @@ func TestBlackholedClient(t *testing.T) {
 	serverEnded := time.Since(cut)
 	waitAll(t, "the change, after reconnecting", f, holds(names[0], []string{"10.123.1.1"}, nil))
 	reconnected := time.Since(cut)
-	rec.waitRecorded(t, mark, len(f.Clients), names[0])
 	t.Logf("deltaeds ended the black-holed streams %s after the cut (keepalive %s + %s); the clients had reconnected and held the change %s after it (their keepalive %s + %s, then Envoy's reconnect backoff)",
 		serverEnded.Round(10*time.Millisecond), serverKeepaliveTime, serverKeepaliveTimeout,
 		reconnected.Round(10*time.Millisecond), clientKeepaliveTime, clientKeepaliveTimeout)

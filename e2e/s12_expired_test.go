@@ -45,7 +45,6 @@ func TestWatchExpiredRelist(t *testing.T) {
 	f.Subscribe(names...)
 	for i, name := range names {
 		waitAll(t, "the first endpoints", f, holds(name, []string{fmt.Sprintf("10.122.0.%d", i+1)}, nil))
-		rec.waitRecorded(t, 0, len(f.Clients), name)
 	}
 	mark := rec.mark()
 	before := metrics(t, p).Value("deltaeds_endpointslice_events_total", "kind", "update")
@@ -85,7 +84,6 @@ func TestWatchExpiredRelist(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAll(t, "the change after the relist", f, holds(names[0], []string{"10.122.1.1"}, nil))
-	rec.waitRecorded(t, mark, len(f.Clients), names[0])
 	got := rec.since(mark, -1, "")
 	for _, ev := range got {
 		if ev.name != names[0] {

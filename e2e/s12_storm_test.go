@@ -61,9 +61,6 @@ func TestConnectionStorm(t *testing.T) {
 		all = append(all, func(s envoysim.State) bool { _, ok := s.Held(n); return ok })
 	}
 	waitAll(t, "every client's first CLAs", f, holdsAll(all...))
-	for _, n := range names {
-		rec.waitRecorded(t, 0, stormClients, n)
-	}
 	t.Logf("%d clients connected and got their %d CLAs in %s", stormClients, services, time.Since(start).Round(100*time.Millisecond))
 	streams := make([]uint64, stormClients)
 	for i, c := range f.Clients {
@@ -99,7 +96,6 @@ func TestConnectionStorm(t *testing.T) {
 		}
 	}()
 	waitAll(t, "the canary after the storm", f, func(s envoysim.State) bool { _, ok := s.Held(canary); return ok })
-	rec.waitRecorded(t, mark, stormClients, canary)
 	served := time.Since(cut)
 	stopSampling()
 	streamsAt := <-sampled
