@@ -57,7 +57,7 @@ testbin:
 clean-testbin:
 	rm -rf .testbin
 
-test: testbin fmt-check vet lint unit bench-smoke e2e
+test: testbin fmt-check vet lint unit bench-smoke e2e image-test monitoring-test
 
 # Micro-benchmarks of the store and the Delta server (go test -bench).
 bench-micro:
@@ -105,3 +105,38 @@ DEMO_FLAGS ?=
 demo: testbin build
 	$(GO) build -trimpath -o bin/deltaeds-demo ./e2e/demo
 	bin/deltaeds-demo -deltaeds $(BIN) $(DEMO_FLAGS)
+
+# The container image (deploy/image, its own Go module so go-containerregistry stays out of the
+# product): a static binary (CGO off, -trimpath, stripped, VERSION and COMMIT in -ldflags) and
+# /etc/passwd on an empty base, user 65532:65532, entrypoint `/deltaeds serve`, OCI labels; built
+# without a Docker daemon into an OCI layout (bin/image/oci) and a `docker load`-able tarball
+# (bin/image/deltaeds.tar). The Dockerfile builds the same image with Docker.
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+IMAGE_VERSION ?= $(VERSION)
+
+.PHONY: image runc image-test monitoring-test
+
+image:
+	cd deploy/image && $(GO) run ./cmd/deltaeds-image -root ../.. -version '$(IMAGE_VERSION)' \
+		-commit '$(COMMIT)' -arch $(IMAGE_ARCH) -layout ../../bin/image/oci -tarball ../../bin/image/deltaeds.tar
+
+# runc, the OCI runtime the image test runs the image with, from Debian's packages (as root).
+runc:
+	@if command -v runc >/dev/null 2>&1; then runc --version | head -1; else \
+		echo "installing runc (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends runc \
+		|| { echo "make runc: could not install runc with apt-get (root and Debian's packages are needed)"; exit 1; }; \
+		runc --version | head -1; fi
+
+# The image's tests: the Dockerfile agrees with the builder, the image holds only a static binary
+# and /etc/passwd, and it runs under runc (uid 65532, read-only root, no capabilities) as
+# `deltaeds version` and as `deltaeds serve` against the real kube-apiserver with a client.
+image-test: testbin runc image
+	cd deploy/image && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m ./...
+
+# The Grafana dashboard and the PrometheusRule (deploy/monitoring, its own Go module so Prometheus'
+# server module stays out of the product): every query and rule parsed by Prometheus' own parser,
+# every metric they name found on /metrics of the real deltaeds serving a client from the real
+# kube-apiserver.
+monitoring-test: testbin
+	cd deploy/monitoring && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
