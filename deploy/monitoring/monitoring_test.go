@@ -435,4 +435,3 @@ func TestExposedSeesHistograms(t *testing.T) {
 		t.Errorf("unexposed names seen: %v", have)
 	}
 }
-
