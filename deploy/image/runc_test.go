@@ -28,9 +28,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
-	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
 
 // runcBin finds runc; `make runc` installs it from Debian's packages. Its absence fails the
@@ -273,11 +273,11 @@ func TestImageRunsUnderRunc(t *testing.T) {
 	if _, err := cp.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	xdsAddr, err := harness.FreeAddress()
+	xdsAddr, err := supervisor.FreeAddress()
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminAddr, err := harness.FreeAddress()
+	adminAddr, err := supervisor.FreeAddress()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,9 +26,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/deltaeds/deltaeds/e2e/controlplane"
 	"github.com/deltaeds/deltaeds/e2e/harness"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/controlplane"
 )
 
 const (
@@ -327,7 +327,7 @@ func TestMetricsExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := harness.Start(ctx, harness.Options{Binary: bin, Kubeconfig: cp.KubeconfigPath(), LogDir: dir})
+	p, err := harness.StartDeltaeds(ctx, harness.DeltaedsOptions{Binary: bin, Kubeconfig: cp.KubeconfigPath(), LogDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
