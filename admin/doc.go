@@ -23,6 +23,20 @@
 // It reads its sources through small interfaces (Store, Streams, Watcher),
 // so it depends on their data types, never on how they are built or run.
 //
+// # Using this package
+//
+//  1. Build a [Config] with the store, the xDS server's stream listing and
+//     the watcher (each through the small interface admin reads), and the
+//     Prometheus registry the other packages registered their metrics in;
+//     [New] adds the Go, process and build-info collectors and admin's own
+//     gauges to it, so create it once per registry.
+//  2. Call [Server.Serve] with a listener in its own goroutine (or mount
+//     [Server.Handler] elsewhere); it returns http.ErrServerClosed after
+//     Shutdown.
+//  3. At shutdown call [Server.Shutdown] with a deadline; /readyz answers
+//     until then, which is what lets a kubelet keep routing to a replica
+//     that is draining its streams.
+//
 // # What it must never do
 //
 // Change anything it reports on: it never writes to the store, never touches

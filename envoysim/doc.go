@@ -68,6 +68,20 @@
 // responses, and [Config.OnApply] observes every applied response cheaply
 // enough for benchmarks that run hundreds of clients with thousands of names.
 //
+// # Using this package
+//
+//  1. [New] with a [Config]: NodeID and Target (or a shared Conn); Locality
+//     and the callbacks as the test needs.
+//  2. [Client.Start] connects and keeps a stream open (reconnecting as Envoy
+//     does) until the context ends or [Client.Close]; [Client.Run] does the
+//     same and blocks.
+//  3. [Client.Subscribe] and [Client.Unsubscribe] name the clusters, as
+//     Envoy's cluster manager does when clusters come and go.
+//  4. Ask where traffic goes with [Client.Route] or [Client.Routes] (what
+//     Envoy routes to), and what the xDS state holds with [Client.Held];
+//     wait for a condition with [Client.WaitFor], never with a sleep.
+//  5. End with [Client.Close], and check [Client.Violations] is empty.
+//
 // # Strictness
 //
 // Envoy tolerates much. This package does not: anything the server does that

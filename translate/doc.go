@@ -28,6 +28,21 @@
 // traffic and lower no other priority's health. See [Service] for the precise rules and the
 // choices made where the API leaves room.
 //
+// # Using this package
+//
+//  1. Gather every EndpointSlice labelled kubernetes.io/service-name=NAME in
+//     the Service's namespace ([ServedSelector] builds the label selector
+//     that leaves out Services handed to another proxy), in any order.
+//  2. Call [Service] with [Options] (the same for every call, except
+//     InternalTrafficLocal, which is the Service's own). It returns one CLA
+//     per port name, named by [ClusterName], and counts what it left out.
+//  3. Publish the CLAs whole; a port or Service that produced a CLA before
+//     and no longer does should get [EmptyCLA] for a while rather than a
+//     removal (Envoy ignores EDS removals).
+//  4. For the CLAs in Result.Topologies, a client at a [View] receives
+//     Topology.CLA(view) instead, shared by every view with the same
+//     Topology.Key.
+//
 // # Where the client runs
 //
 // A CLA whose slices carry topology hints, or whose Service has
