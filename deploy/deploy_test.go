@@ -22,6 +22,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.uber.org/goleak"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -31,6 +32,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
@@ -434,11 +436,36 @@ func TestServerSideDryRun(t *testing.T) {
 	var warn warnings
 	cfg := rest.CopyConfig(cp.RESTConfig())
 	cfg.WarningHandler = &warn
+	apply := newApplier(ctx, t, cfg)
+
+	objs := render(t)
+	// Namespaced dry-runs need their namespace to exist: create it for real.
+	for _, u := range objs {
+		if u.GetKind() == "Namespace" {
+			if err := apply(u, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, u := range objs {
+		if err := apply(u, true); err != nil {
+			t.Error(err)
+		}
+		for _, w := range warn.take() {
+			t.Errorf("%s: warning: %s", key(u), w)
+		}
+	}
+}
+
+// newApplier returns a function that applies one object with server-side
+// apply (strict field validation; dryRun=All when asked) through cfg.
+func newApplier(ctx context.Context, t *testing.T, cfg *rest.Config) func(u *unstructured.Unstructured, dryRun bool) error {
+	t.Helper()
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer httpClient.CloseIdleConnections()
+	t.Cleanup(httpClient.CloseIdleConnections)
 	dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, httpClient)
 	if err != nil {
 		t.Fatal(err)
@@ -452,8 +479,7 @@ func TestServerSideDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	apply := func(u *unstructured.Unstructured, dryRun bool) error {
+	return func(u *unstructured.Unstructured, dryRun bool) error {
 		gvk := u.GroupVersionKind()
 		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
@@ -476,22 +502,92 @@ func TestServerSideDryRun(t *testing.T) {
 		}
 		return nil
 	}
+}
 
-	objs := render(t)
-	// Namespaced dry-runs need their namespace to exist: create it for real.
-	for _, u := range objs {
-		if u.GetKind() == "Namespace" {
+// TestRBACIsLeastPrivilege applies the base's namespace, ServiceAccount and
+// RBAC for real to a kube-apiserver running the RBAC authorizer, then asks
+// it, with SubjectAccessReviews as the deployed ServiceAccount, what
+// deltaeds may do: read EndpointSlices in every namespace and the API
+// server's /readyz, and nothing else it could be tempted to (no Secrets, no
+// writes, no other reads).
+func TestRBACIsLeastPrivilege(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cp := controlplane.StartForTest(t, controlplane.Options{})
+	apply := newApplier(ctx, t, rest.CopyConfig(cp.RESTConfig()))
+
+	var sa *unstructured.Unstructured
+	for _, u := range render(t) {
+		switch u.GetKind() {
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			// The example Envoy's objects are not deltaeds'.
+			if strings.HasPrefix(u.GetName(), "envoy") {
+				continue
+			}
+			if u.GetKind() == "ServiceAccount" {
+				sa = u
+			}
 			if err := apply(u, false); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	for _, u := range objs {
-		if err := apply(u, true); err != nil {
-			t.Error(err)
+	if sa == nil {
+		t.Fatal("the base has no ServiceAccount")
+	}
+	user := "system:serviceaccount:" + sa.GetNamespace() + ":" + sa.GetName()
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + sa.GetNamespace(), "system:authenticated"}
+	client := kubernetes.NewForConfigOrDie(cp.RESTConfig())
+
+	type attr struct {
+		verb, group, resource, namespace, path string
+	}
+	review := func(a attr) bool {
+		t.Helper()
+		spec := authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups}
+		if a.path != "" {
+			spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Verb: a.verb, Path: a.path}
+		} else {
+			spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Verb: a.verb, Group: a.group, Resource: a.resource, Namespace: a.namespace}
 		}
-		for _, w := range warn.take() {
-			t.Errorf("%s: warning: %s", key(u), w)
+		r, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status.Allowed
+	}
+	for _, a := range []attr{
+		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices"},
+		{verb: "watch", group: "discovery.k8s.io", resource: "endpointslices"},
+		{verb: "get", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
+		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices", namespace: "kube-system"},
+		{verb: "get", path: "/readyz"},
+	} {
+		if !review(a) {
+			t.Errorf("deltaeds may not %+v; it needs to", a)
+		}
+	}
+	for _, a := range []attr{
+		{verb: "get", resource: "secrets", namespace: sa.GetNamespace()},
+		{verb: "list", resource: "secrets"},
+		{verb: "create", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
+		{verb: "update", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
+		{verb: "patch", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
+		{verb: "delete", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
+		{verb: "deletecollection", group: "discovery.k8s.io", resource: "endpointslices"},
+		{verb: "list", resource: "pods"},
+		{verb: "list", resource: "services"},
+		{verb: "list", resource: "endpoints"},
+		{verb: "list", resource: "configmaps"},
+		{verb: "list", resource: "nodes"}, // only under --node-locality, which the base leaves off
+		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: sa.GetNamespace()},
+		{verb: "create", resource: "events", namespace: sa.GetNamespace()},
+		{verb: "impersonate", resource: "serviceaccounts"},
+		{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles"},
+		{verb: "get", path: "/metrics"},
+	} {
+		if review(a) {
+			t.Errorf("deltaeds may %+v; it needs not", a)
 		}
 	}
 }
