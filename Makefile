@@ -84,11 +84,11 @@ bench-smoke:
 clean:
 	rm -rf bin
 
-# End to end (e2e/, issue 5): the nine scenarios against a real etcd, kube-apiserver and
-# kube-controller-manager from .testbin/, with bin/deltaeds built from this tree by the tests
+# End to end (e2e/): the scenarios (e2e/doc.go lists them) against a real etcd, kube-apiserver
+# and kube-controller-manager from .testbin/, with bin/deltaeds built from this tree by the tests
 # themselves and fleets of envoysim clients. Both deltaeds and the tests run with the race
-# detector, so a data race in the server fails its scenario. About 3.5 minutes on 2 cores once
-# the binaries are cached.
+# detector, so a data race in the server fails its scenario. About 7 minutes on 2 cores once
+# the binaries are cached (the faults under load of s12 are half of it).
 E2E_FLAGS ?=
 
 .PHONY: e2e demo

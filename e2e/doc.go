@@ -5,8 +5,8 @@
 // play the kubelet and the Deployment controller and a fleet of Envoy-like clients (envoysim)
 // holds what deltaeds serves.
 //
-// The package has no code of its own: its tests are the nine scenarios of issue 5, one test
-// each, sharing one control plane (a namespace per scenario):
+// The package has no code of its own: its tests are the scenarios below, one test each,
+// sharing one control plane (a namespace per scenario). The first nine are issue 5's:
 //
 //  1. TestEndpointsFollowPods: the right CLA (priorities, zones, ports) for every client, then
 //     pods turning unready, ready, terminating and gone.
@@ -29,6 +29,15 @@
 //  9. TestHostileInput: FQDN and unlabelled slices, a Service with 1,000 slices, a client
 //     subscribing to a million names, garbage requests; clear errors, and everyone else is
 //     served throughout.
+//
+// Later issues added:
+//
+//   - TestSubscriptionLifecycle (lifecycle_test.go): a client's subscriptions as clusters come
+//     and go.
+//   - TestAbsentNamesRouteNothing (s10): names subscribed by name without a resource (a typo, a
+//     deleted Service) are served empty CLAs, never bare removals, which Envoy ignores.
+//   - TestDualStackOneHostPerPod (s11): a dual-stack Service is one host per pod (the other
+//     family in additional_addresses), and --ip-family=ipv4 sends no IPv6.
 //
 // The s12 files are issue 13's faults under load, each reporting its figures in the test log
 // (README, Reliability):
