@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
@@ -13,9 +12,14 @@ import (
 	"github.com/deltaeds/deltaeds/translate"
 )
 
-// quiet is how long scenario 7 watches for a resend loop. A loop resends within milliseconds;
-// this only bounds how long the test looks.
-const quiet = 3 * time.Second
+// awaitMarker subscribes c to a name no Service has (deltaeds answers it at once with an empty
+// CLA) and waits until c holds it: every response deltaeds meant to send c before reading that
+// subscription has then arrived, so a count taken now sees any resend a NACK provoked.
+func awaitMarker(t *testing.T, f *envoyfleet.Fleet, c *envoysim.Client, name string) {
+	t.Helper()
+	c.Subscribe(name)
+	waitAll(t, "the marker "+name, f, func(s envoysim.State) bool { _, ok := s.Held(name); return ok })
+}
 
 // Scenario 7: a client that NACKs. Its NACKs are counted in /metrics, deltaeds does not resend
 // the rejected version in a loop (the next change is sent), and other clients are unaffected.
@@ -58,12 +62,14 @@ func TestNACKingClient(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// No resend loop: nothing changed, so nothing more comes.
+	// No resend loop: nothing changed, so nothing comes but the marker's answer. A loop would
+	// resend pay as soon as the NACK freed the stream, before the marker's subscription is read
+	// (or with it, and be NACKed again).
 	s0 := nacker.Stats()
-	time.Sleep(quiet)
-	if s := nacker.Stats(); s.Responses != s0.Responses || s.NACKs != 1 {
-		t.Fatalf("in %s without any change the NACKing client got %d more responses (%d NACKs in all): a resend loop",
-			quiet, s.Responses-s0.Responses, s.NACKs)
+	awaitMarker(t, bad, nacker, translate.ClusterName(ns, "marker-1", "http"))
+	if s := nacker.Stats(); s.Responses != s0.Responses+1 || s.NACKs != 1 {
+		t.Fatalf("without any change the NACKing client got %d responses besides the marker's (%d NACKs in all): a resend loop",
+			s.Responses-s0.Responses-1, s.NACKs)
 	}
 	// A NACK of the whole response: the client neither routes with pay nor records its version.
 	if _, ok := nacker.Route(payName); ok {
@@ -81,9 +87,11 @@ func TestNACKingClient(t *testing.T) {
 	rest := []string{pods[1].IP, pods[2].IP}
 	waitAll(t, "the change at the other clients", good, holds(payName, rest, nil))
 	waitAll(t, "the second NACK", bad, func(s envoysim.State) bool { return s.Stats().NACKs >= 2 })
-	time.Sleep(quiet)
-	if s := nacker.Stats(); s.NACKs != 2 {
-		t.Errorf("the NACKing client sent %d NACKs after one change, want 2", s.NACKs)
+	s1 := nacker.Stats()
+	awaitMarker(t, bad, nacker, translate.ClusterName(ns, "marker-2", "http"))
+	if s := nacker.Stats(); s.NACKs != 2 || s.Responses != s1.Responses+1 {
+		t.Errorf("the NACKing client sent %d NACKs after one change (want 2) and got %d responses besides the marker's (want 0)",
+			s.NACKs, s.Responses-s1.Responses-1)
 	}
 	m := metrics(t, p)
 	if got := m.Value("deltaeds_xds_nacks_total"); got != 2 {
