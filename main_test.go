@@ -39,7 +39,6 @@ import (
 	"github.com/deltaeds/deltaeds/admin"
 	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/internal/controlplane"
-	"github.com/deltaeds/deltaeds/internal/testpki"
 	"github.com/deltaeds/deltaeds/xds"
 )
 
@@ -814,26 +813,16 @@ type testPKI struct {
 func newPKI(t *testing.T) testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	ca, err := testpki.NewCA("test CA")
-	if err != nil {
+	g := newTLSGeneration(t, "test CA")
+	p := testPKI{pool: g.ca.Pool(), caCert: filepath.Join(dir, "ca.crt")}
+	if err := os.WriteFile(p.caCert, g.ca.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	server, err := ca.IssueServer("deltaeds", "deltaeds.test")
-	if err != nil {
+	var err error
+	if p.serverCert, p.serverKey, err = g.server.WriteFiles(dir, "tls"); err != nil {
 		t.Fatal(err)
 	}
-	client, err := ca.IssueClient("envoy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testPKI{pool: ca.Pool(), caCert: filepath.Join(dir, "ca.crt")}
-	if err := os.WriteFile(p.caCert, ca.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if p.serverCert, p.serverKey, err = server.WriteFiles(dir, "tls"); err != nil {
-		t.Fatal(err)
-	}
-	if p.clientCert, p.clientKey, err = client.WriteFiles(dir, "client"); err != nil {
+	if p.clientCert, p.clientKey, err = g.client.WriteFiles(dir, "client"); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/deltaeds/deltaeds/e2e/harness"
@@ -431,10 +432,21 @@ func (r *recorder) since(mark, client int, name string) []applied {
 // endpoints: the controller has caught up.
 func waitReadyEndpoints(t *testing.T, e *environment, ns string, ips []string) {
 	t.Helper()
+	waitReadyEndpointsOf(t, e, ns, "", ips)
+}
+
+// waitReadyEndpointsOf is waitReadyEndpoints for the slices of Service svc only ("": every
+// slice of the namespace).
+func waitReadyEndpointsOf(t *testing.T, e *environment, ns, svc string, ips []string) {
+	t.Helper()
+	var opts metav1.ListOptions
+	if svc != "" {
+		opts.LabelSelector = discoveryv1.LabelServiceName + "=" + svc
+	}
 	want := harness.SortIPs(append([]string(nil), ips...))
 	var got []string
 	err := harness.Eventually(waitCtx(t), func() error {
-		l, err := e.cp.Client().DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{})
+		l, err := e.cp.Client().DiscoveryV1().EndpointSlices(ns).List(t.Context(), opts)
 		if err != nil {
 			return err
 		}
@@ -452,6 +464,6 @@ func waitReadyEndpoints(t *testing.T, e *environment, ns string, ips []string) {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("waiting for the EndpointSlice controller: %v", err)
+		t.Fatalf("waiting for the EndpointSlice controller (ns %s, service %q): %v", ns, svc, err)
 	}
 }

@@ -121,32 +121,3 @@ func settleControllers(t *testing.T, e *environment, ns string) {
 	waitReadyEndpointsOf(t, e, ns, "settle", nil)
 	t.Logf("the EndpointSlice controller is fully back %s after the checks", time.Since(start).Round(100*time.Millisecond))
 }
-
-// waitReadyEndpointsOf waits until the EndpointSlices of Service svc list exactly ips as ready.
-func waitReadyEndpointsOf(t *testing.T, e *environment, ns, svc string, ips []string) {
-	t.Helper()
-	want := harness.SortIPs(append([]string(nil), ips...))
-	var got []string
-	err := harness.Eventually(waitCtx(t), func() error {
-		l, err := e.cp.Client().DiscoveryV1().EndpointSlices(ns).List(t.Context(),
-			metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
-		if err != nil {
-			return err
-		}
-		got = got[:0]
-		for _, s := range l.Items {
-			for _, ep := range s.Endpoints {
-				if (ep.Conditions.Ready == nil || *ep.Conditions.Ready) && len(ep.Addresses) > 0 {
-					got = append(got, ep.Addresses[0])
-				}
-			}
-		}
-		if !harness.SameIPs(harness.SortIPs(got), want) {
-			return errString("ready endpoints of " + svc + " differ")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for the EndpointSlice controller (%s: %v, want %v): %v", svc, got, want, err)
-	}
-}

@@ -59,8 +59,10 @@ func LocalHosts(local *corev3.Locality, cla *endpointv3.ClusterLoadAssignment, p
 // (HostSetImpl::effectiveLocalityWeight), and only localities with a
 // positive effective weight are scheduled (HostSetImpl::
 // rebuildLocalityScheduler), in proportion to it. Hosts count as healthy
-// when their EDS health status is HEALTHY or UNKNOWN (no active health
-// checking or outlier detection is modelled). Localities of no traffic are
+// when their EDS health status is HEALTHY or UNKNOWN: UNHEALTHY and TIMEOUT
+// set FAILED_EDS_HEALTH, DEGRADED and DRAINING other flags that take a host
+// out of the healthy list (upstream_impl.cc, HostImplBase::setEdsHealthFlag).
+// No active health checking or outlier detection is modelled. Localities of no traffic are
 // absent; a priority with no weighted locality gives an empty map.
 func LocalityShares(cla *endpointv3.ClusterLoadAssignment, priority uint32) map[Locality]float64 {
 	type tally struct {

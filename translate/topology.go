@@ -205,6 +205,15 @@ func splitHints(joined string) []string {
 	return strings.Split(joined, "\x00")
 }
 
+// hasHint reports whether name is one of the joined hints, without
+// splitting them: it runs per host for every variant built.
 func hasHint(joined, name string) bool {
-	return slices.Contains(splitHints(joined), name)
+	for joined != "" {
+		var h string
+		h, joined, _ = strings.Cut(joined, "\x00")
+		if h == name {
+			return true
+		}
+	}
+	return false
 }

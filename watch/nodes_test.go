@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -22,18 +23,6 @@ func localities(c *endpointv3.ClusterLoadAssignment) map[string]string {
 		}
 	}
 	return out
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestNodeLocalityAgainstRealAPIServer: under NodeLocality each endpoint's
@@ -70,7 +59,7 @@ func TestNodeLocalityAgainstRealAPIServer(t *testing.T) {
 	eventually(t, "sync", store.Synced)
 
 	want := map[string]string{"10.1.0.1": "r1/z-n1", "10.1.0.2": "r2/z-n2", "10.1.0.3": "/z-n3", "10.1.0.4": "/"}
-	if got := localities(storedCLA(t, store, "shop/cart/http")); !equalMaps(got, want) {
+	if got := localities(storedCLA(t, store, "shop/cart/http")); !maps.Equal(got, want) {
 		t.Fatalf("at first sync: %v, want %v", got, want)
 	}
 
@@ -88,13 +77,13 @@ func TestNodeLocalityAgainstRealAPIServer(t *testing.T) {
 	setRegion("n2", "r9")
 	setRegion("n3", "r3")
 	want["10.1.0.2"], want["10.1.0.3"] = "r9/z-n2", "r3/z-n3"
-	eventually(t, "relabelled regions", func() bool { return equalMaps(localities(storedCLA(t, store, "shop/cart/http")), want) })
+	eventually(t, "relabelled regions", func() bool { return maps.Equal(localities(storedCLA(t, store, "shop/cart/http")), want) })
 
 	if err := nodes.Delete(ctx, "n1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	want["10.1.0.1"] = "/z-n1"
-	eventually(t, "a deleted node's region gone", func() bool { return equalMaps(localities(storedCLA(t, store, "shop/cart/http")), want) })
+	eventually(t, "a deleted node's region gone", func() bool { return maps.Equal(localities(storedCLA(t, store, "shop/cart/http")), want) })
 	// n2 and n3 relabelled, n1 deleted; creations before the sync count not.
 	if got := testutil.ToFloat64(w.metrics.NodeRegionChanges); got != 3 {
 		t.Fatalf("deltaeds_node_region_changes_total = %v, want 3", got)

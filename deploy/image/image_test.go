@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -450,7 +451,7 @@ func TestDockerfileAgrees(t *testing.T) {
 	if !slices.Equal(d.ports, ports) {
 		t.Errorf("Dockerfile EXPOSE %q, builder %q", d.ports, ports)
 	}
-	if want := image.Labels(testVersion, testCommit); !mapsEqual(d.labels, want) {
+	if want := image.Labels(testVersion, testCommit); !maps.Equal(d.labels, want) {
 		t.Errorf("Dockerfile LABELs %v, builder %v", d.labels, want)
 	}
 
@@ -466,16 +467,4 @@ func TestDockerfileAgrees(t *testing.T) {
 	if !slices.Equal(d.files, files) {
 		t.Errorf("Dockerfile copies %q, the image holds %q", d.files, files)
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
