@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -556,13 +557,23 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		}
 		return r.Status.Allowed
 	}
-	for _, a := range []attr{
+	// The RBAC authorizer reads roles and bindings through its own informers,
+	// so a binding just applied takes effect a moment later: wait until the
+	// first needed permission is granted (the positive signal that the
+	// authorizer has seen the bindings) before judging the rest.
+	needed := []attr{
 		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices"},
 		{verb: "watch", group: "discovery.k8s.io", resource: "endpointslices"},
 		{verb: "get", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
 		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices", namespace: "kube-system"},
 		{verb: "get", path: "/readyz"},
-	} {
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return review(needed[0]), nil
+	}); err != nil {
+		t.Fatalf("the authorizer never granted %+v after the bindings were applied: %v", needed[0], err)
+	}
+	for _, a := range needed {
 		if !review(a) {
 			t.Errorf("deltaeds may not %+v; it needs to", a)
 		}
