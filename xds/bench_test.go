@@ -162,3 +162,72 @@ func BenchmarkApplySubscribers(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplyViews: a change to a name with variants builds one variant
+// per distinct key of the views subscribed to it, whatever the number of
+// streams; views=0 is the same fleet with no view (the plain resource only).
+// 100 streams are spread over the views; each op changes the name (its plain
+// resource and every variant) and delivers it to every stream.
+func BenchmarkApplyViews(b *testing.B) {
+	const streams = 100
+	for _, nviews := range []int{0, 1, 3, 10} {
+		b.Run(fmt.Sprintf("views=%d", nviews), func(b *testing.B) {
+			s := NewStore()
+			var builds atomic.Int64
+			zones := map[string]int{}
+			for z := range nviews {
+				zones[fmt.Sprintf("z%d", z)] = 0
+			}
+			update := func(gen int) ResourceUpdate {
+				u := ResourceUpdate{Name: "cla", Message: newCLA("cla", gen, benchEndpoints)}
+				if nviews > 0 {
+					zs := make(map[string]int, len(zones))
+					for z := range zones {
+						zs[z] = gen
+					}
+					u.Variants = zoneVariants{"cla", zs, &builds}
+				}
+				return u
+			}
+			if _, err := s.Apply(claType, []ResourceUpdate{update(0)}); err != nil {
+				b.Fatal(err)
+			}
+			s.MarkSynced()
+			subs := make([]benchStream, streams)
+			for i := range subs {
+				var v View
+				if nviews > 0 {
+					v = View{Zone: fmt.Sprintf("z%d", i%nviews), Node: fmt.Sprintf("n%d", i)}
+				}
+				ch := make(chan struct{}, 1)
+				sub := s.SubscribeView(claType, v, ch, 0)
+				b.Cleanup(sub.Close)
+				if err := sub.Update(SubscriptionChange{Subscribe: []string{"cla"}}); err != nil {
+					b.Fatal(err)
+				}
+				for !sub.Next(0).Empty() {
+				}
+				woken(ch)
+				subs[i] = benchStream{sub, ch}
+			}
+			builds.Store(0)
+			b.ReportAllocs()
+			changes := 0
+			for b.Loop() {
+				changes++
+				if _, err := s.Apply(claType, []ResourceUpdate{update(changes)}); err != nil {
+					b.Fatal(err)
+				}
+				for _, st := range subs {
+					if !woken(st.notify) {
+						b.Fatalf("change %d: a stream was not woken", changes)
+					}
+					if got := st.sub.Next(0); len(got.Resources) != 1 {
+						b.Fatalf("change %d: a stream got %d resources", changes, len(got.Resources))
+					}
+				}
+			}
+			b.ReportMetric(float64(builds.Load())/float64(changes), "variants/change")
+		})
+	}
+}

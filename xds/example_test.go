@@ -95,3 +95,82 @@ func Example() {
 	//   shop/web/http: 3 endpoints
 	// then empty: true
 }
+
+// zonePreference is a Variants: a client in a zone that has endpoints gets
+// a CLA of that zone's endpoints only (a stand-in for what translate.Topology
+// builds from EndpointSlice hints); any other client the plain CLA.
+type zonePreference struct {
+	name   string
+	byZone map[string][]string // zone -> addresses
+}
+
+func (z zonePreference) Key(v xds.View) string {
+	if len(z.byZone[v.Zone]) == 0 {
+		return ""
+	}
+	return "zone:" + v.Zone
+}
+
+func (z zonePreference) Build(v xds.View) proto.Message {
+	return cla(z.name, z.byZone[v.Zone]...)
+}
+
+// A resource updated with Variants is served per view: each subscription
+// opened with SubscribeView gets the variant its view's key names, built
+// once per key however many subscriptions share it; the zero View (Subscribe)
+// gets the plain resource.
+func Example_variants() {
+	store := xds.NewStore()
+	store.RegisterType(xds.EndpointType, nil)
+	store.MarkSynced()
+
+	open := func(v xds.View) *xds.Subscription {
+		sub := store.SubscribeView(xds.EndpointType, v, make(chan struct{}, 1), 0)
+		if err := sub.Update(xds.SubscriptionChange{Subscribe: []string{"shop/web/http"}}); err != nil {
+			panic(err)
+		}
+		return sub
+	}
+	a1, a2 := open(xds.View{Zone: "zone-a", Node: "node-1"}), open(xds.View{Zone: "zone-a", Node: "node-2"})
+	b, plain := open(xds.View{Zone: "zone-b"}), open(xds.View{})
+	for _, sub := range []*xds.Subscription{a1, a2, b, plain} {
+		defer sub.Close()
+	}
+
+	web := zonePreference{name: "shop/web/http", byZone: map[string][]string{
+		"zone-a": {"10.0.0.1", "10.0.0.2"},
+		"zone-b": {"10.0.1.1"},
+	}}
+	res, err := store.Apply(xds.EndpointType, []xds.ResourceUpdate{{
+		Name:     "shop/web/http",
+		Message:  cla("shop/web/http", "10.0.0.1", "10.0.0.2", "10.0.1.1"),
+		Variants: web,
+	}})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("variants built:", res.VariantsBuilt)
+	for _, s := range []struct {
+		name string
+		sub  *xds.Subscription
+	}{{"zone-a node-1", a1}, {"zone-a node-2", a2}, {"zone-b", b}, {"no view", plain}} {
+		fmt.Println(s.name + ":")
+		show(s.sub.Next(0))
+	}
+	for _, v := range store.Variants(xds.EndpointType, "shop/web/http") {
+		fmt.Printf("variant %s: %d views, %d subscriptions\n", v.Key, v.Views, v.Subscriptions)
+	}
+
+	// Output:
+	// variants built: 2
+	// zone-a node-1:
+	//   shop/web/http: 2 endpoints
+	// zone-a node-2:
+	//   shop/web/http: 2 endpoints
+	// zone-b:
+	//   shop/web/http: 1 endpoints
+	// no view:
+	//   shop/web/http: 3 endpoints
+	// variant zone:zone-a: 2 views, 2 subscriptions
+	// variant zone:zone-b: 1 views, 1 subscriptions
+}

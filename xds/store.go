@@ -50,6 +50,10 @@ type ResourceUpdate struct {
 	Message proto.Message
 	// ObservedAt is when the upstream event behind this update was observed.
 	ObservedAt time.Time
+	// Variants, when not nil, gives subscriptions at some views a variant
+	// of Message instead (see [Variants]); nil: every view gets Message.
+	// Ignored when Message is nil.
+	Variants Variants
 }
 
 // ApplyResult reports what a [Store.Apply] did.
@@ -59,6 +63,10 @@ type ApplyResult struct {
 	Unchanged int // updates that were no-ops
 	// Notified is the number of subscriptions woken.
 	Notified int
+	// VariantsBuilt is the number of variants built and serialized: at
+	// most one per distinct key of the views subscribed to each name
+	// updated with Variants.
+	VariantsBuilt int
 }
 
 // Store holds versioned resources by type URL and name and indexes the
@@ -96,6 +104,14 @@ type typeStore struct {
 	// Suggest: a name is added when its resource is created and dropped
 	// when it is deleted, so an update costs nothing here.
 	groups map[string]map[string]struct{}
+	// vars holds the views and variants of every name whose resource has
+	// Variants (see views.go); wildViews counts the wildcard subscriptions
+	// by non-zero view; variantsHeld is the number of variants in vars.
+	vars         map[string]*nameViews
+	wildViews    map[View]int
+	variantsHeld int
+	// variantBuilds counts the variants built since the store started.
+	variantBuilds atomic.Uint64
 }
 
 // NewStore returns an empty store that is not yet synced.
@@ -121,6 +137,8 @@ func (s *Store) typeFor(typeURL string) *typeStore {
 			all:       make(map[*Subscription]struct{}),
 			stand:     make(map[string]*Resource),
 			groups:    make(map[string]map[string]struct{}),
+			vars:      make(map[string]*nameViews),
+			wildViews: make(map[View]int),
 		}
 		s.types[typeURL] = t
 	}
@@ -292,11 +310,17 @@ func (s *Store) Apply(typeURL string, updates []ResourceUpdate) (ApplyResult, er
 			}
 		}
 	}
-	var ch ApplyResult
+	// Variants are keyed and built here too, outside the lock, for the
+	// views subscribed now; a view that subscribes meanwhile is built under
+	// it (installVariantsLocked).
+	plans, built, verrs := t.planVariants(prepared, updates, last)
+	errs = append(errs, verrs...)
+	ch := ApplyResult{VariantsBuilt: built}
 	touched := make(map[*Subscription][]string)
 	t.mu.Lock()
 	for name, r := range prepared {
 		old := t.resources[name]
+		plan := plans[name]
 		switch {
 		case r == nil && old == nil:
 			ch.Unchanged++
@@ -304,31 +328,48 @@ func (s *Store) Apply(typeURL string, updates []ResourceUpdate) (ApplyResult, er
 		case r == nil:
 			delete(t.resources, name)
 			t.ungroupLocked(name)
+			t.installVariantsLocked(name, nil, nil)
 			if len(t.byName[name]) > 0 {
 				// Named subscribers are served the stand-in from now on;
 				// it carries the deletion's time, for propagation latency.
 				t.stand[name] = standIns[name]
 			}
 			ch.Deleted++
-		case old != nil && old.Version == r.Version:
+			t.touchLocked(name, touched, func(*Subscription) bool { return true })
+			continue
+		case plan == nil && old != nil && old.Version == r.Version && t.vars[name] == nil:
 			ch.Unchanged++
 			continue
-		default:
+		}
+		plainChanged := old == nil || old.Version != r.Version
+		if plainChanged {
 			if old == nil {
 				t.groupLocked(name)
 			}
 			t.resources[name] = r
 			delete(t.stand, name)
-			ch.Set++
+		} else {
+			r = old // equal content: subscribers keep sharing the stored resource
 		}
-		for sub := range t.byName[name] {
-			touched[sub] = append(touched[sub], name)
+		oldViews := t.installVariantsLocked(name, plan, r)
+		newViews := t.vars[name]
+		if !plainChanged && !viewsChanged(oldViews, newViews, r) {
+			ch.Unchanged++
+			continue
 		}
-		for sub := range t.wildcard {
-			if _, named := t.byName[name][sub]; !named {
-				touched[sub] = append(touched[sub], name)
+		ch.Set++
+		// Only the subscriptions whose delivered version changed are
+		// marked: a zero view gets the plain resource; another view its
+		// variant, or the plain resource when its key is "".
+		t.touchLocked(name, touched, func(sub *Subscription) bool {
+			switch {
+			case old == nil:
+				return true // was absent: a stand-in, a removal, or nothing
+			case sub.view.IsZero():
+				return plainChanged
 			}
-		}
+			return versionOrEmpty(oldViews.delivered(sub.view, old)) != versionOrEmpty(newViews.delivered(sub.view, r))
+		})
 	}
 	t.mu.Unlock()
 
@@ -339,6 +380,47 @@ func (s *Store) Apply(typeURL string, updates []ResourceUpdate) (ApplyResult, er
 	}
 	ch.Notified = len(touched)
 	return ch, errors.Join(errs...)
+}
+
+// touchLocked adds name to the touched names of every subscription covering
+// it (naming it, or by wildcard) for which changed is true. Callers hold
+// t.mu.
+func (t *typeStore) touchLocked(name string, touched map[*Subscription][]string, changed func(*Subscription) bool) {
+	named := t.byName[name]
+	for sub := range named {
+		if changed(sub) {
+			touched[sub] = append(touched[sub], name)
+		}
+	}
+	for sub := range t.wildcard {
+		if _, isNamed := named[sub]; !isNamed && changed(sub) {
+			touched[sub] = append(touched[sub], name)
+		}
+	}
+}
+
+// viewsChanged reports whether some view is delivered a different version
+// of a name whose plain resource, plain, did not change, between its old and
+// new variants (either nil).
+func viewsChanged(old, nv *nameViews, plain *Resource) bool {
+	if old == nil && nv == nil {
+		return false
+	}
+	if old != nil {
+		for v := range old.keys {
+			if versionOrEmpty(old.delivered(v, plain)) != versionOrEmpty(nv.delivered(v, plain)) {
+				return true
+			}
+		}
+	}
+	if nv != nil {
+		for v := range nv.keys {
+			if versionOrEmpty(old.delivered(v, plain)) != versionOrEmpty(nv.delivered(v, plain)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Get returns the current resource of a name, or nil.

@@ -50,6 +50,9 @@ type Subscription struct {
 	t        *typeStore
 	notify   chan<- struct{}
 	maxNames int
+	// view is where the subscription's client runs, fixed for its life:
+	// it picks the variant of each name it is served (see Variants).
+	view View
 
 	mu       sync.Mutex // guards every field below
 	names    map[string]struct{}
@@ -85,17 +88,28 @@ func (sub *Subscription) notePendingPeak() {
 	}
 }
 
-// Subscribe opens a subscription to a type. notify is signalled (never
-// blocking) whenever the subscription may have something to send; a stream
-// may share one notify channel of capacity one between its subscriptions.
-// maxNames bounds the names it may hold (0 means no bound).
+// Subscribe opens a subscription to a type for a client that tells no
+// place (the zero View): it is served every name's plain resource. notify
+// is signalled (never blocking) whenever the subscription may have
+// something to send; a stream may share one notify channel of capacity one
+// between its subscriptions. maxNames bounds the names it may hold (0 means
+// no bound).
 func (s *Store) Subscribe(typeURL string, notify chan<- struct{}, maxNames int) *Subscription {
+	return s.SubscribeView(typeURL, View{}, notify, maxNames)
+}
+
+// SubscribeView opens a subscription, as Subscribe does, for a client at
+// view v, fixed for the subscription's life: of each name whose resource
+// has [Variants], it is served the variant Key(v) names (the plain resource
+// for ""). The zero View is Subscribe.
+func (s *Store) SubscribeView(typeURL string, v View, notify chan<- struct{}, maxNames int) *Subscription {
 	t := s.typeFor(typeURL)
 	sub := &Subscription{
 		store:    s,
 		t:        t,
 		notify:   notify,
 		maxNames: maxNames,
+		view:     v,
 		names:    make(map[string]struct{}),
 		sent:     make(map[string]holding),
 		pending:  make(map[string]struct{}),
@@ -108,6 +122,9 @@ func (s *Store) Subscribe(typeURL string, notify chan<- struct{}, maxNames int) 
 
 // TypeURL returns the subscription's type.
 func (sub *Subscription) TypeURL() string { return sub.t.url }
+
+// View returns the view the subscription was opened with.
+func (sub *Subscription) View() View { return sub.view }
 
 // SubscriptionChange is one request's worth of changes to a subscription
 // (the argument of [Subscription.Update]); [ResourceUpdate] changes a
@@ -130,7 +147,8 @@ type SubscriptionChange struct {
 // It takes these steps, in this order: check the name limit, record the
 // declared versions, unsubscribe, subscribe, drop what only the wildcard gave
 // when the wildcard goes, build the stand-ins of newly named missing names
-// (outside the type lock), then update the type's index.
+// and the variants its view newly needs (outside the type lock), then update
+// the type's index.
 func (sub *Subscription) Update(c SubscriptionChange) error {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
@@ -150,7 +168,8 @@ func (sub *Subscription) Update(c SubscriptionChange) error {
 		sub.dropWildcardOnlyLocked()
 	}
 	standIns := sub.t.standInsFor(index)
-	sub.reindexLocked(index, unindex, standIns, wildcardOn, wildcardOff)
+	variants := sub.t.variantsFor(sub.view, index, wildcardOn && !sub.wildcard)
+	sub.reindexLocked(index, unindex, standIns, variants, wildcardOn, wildcardOff)
 
 	sub.notePendingPeak()
 	if len(sub.pending) > 0 {
@@ -283,9 +302,10 @@ func (t *typeStore) standInsFor(index []string) map[string]*Resource {
 
 // reindexLocked updates the type's index for this subscription: names out,
 // names in (with the stand-ins of the missing ones), and the wildcard turned
-// off or on. Turning the wildcard on makes every stored name pending.
-// Callers hold sub.mu; it takes the type lock.
-func (sub *Subscription) reindexLocked(index, unindex []string, standIns map[string]*Resource, wildcardOn, wildcardOff bool) {
+// off or on; with them, the views of the names that have variants (taking
+// the variants prebuilt for its view). Turning the wildcard on makes every
+// stored name pending. Callers hold sub.mu; it takes the type lock.
+func (sub *Subscription) reindexLocked(index, unindex []string, standIns map[string]*Resource, variants map[string]prebuilt, wildcardOn, wildcardOff bool) {
 	t := sub.t
 	turnOn := wildcardOn && !sub.wildcard
 	t.mu.Lock()
@@ -308,12 +328,15 @@ func (sub *Subscription) reindexLocked(index, unindex []string, standIns map[str
 			}
 		}
 		set[sub] = struct{}{}
+		t.indexViewLocked(n, sub.view, variants)
 	}
-	if wildcardOff {
+	if _, was := t.wildcard[sub]; wildcardOff && was {
 		delete(t.wildcard, sub)
+		t.wildcardViewOffLocked(sub.view)
 	}
 	if turnOn {
 		t.wildcard[sub] = struct{}{}
+		t.wildcardViewOnLocked(sub.view, variants)
 		// Everything stored is new to this subscription.
 		for n := range t.resources {
 			sub.pending[n] = struct{}{}
@@ -424,11 +447,15 @@ func (sub *Subscription) afterBatchLocked(more bool) {
 }
 
 // currentLocked returns what the subscription should hold of name: its
-// resource, its stand-in if the subscription names it, or nil (a removal).
-// Callers hold sub.mu and t.mu.
+// resource (the variant for its view, if the resource has one), its
+// stand-in if the subscription names it, or nil (a removal). Callers hold
+// sub.mu and t.mu.
 func (sub *Subscription) currentLocked(name string, named bool) *Resource {
 	t := sub.t
 	if r := t.resources[name]; r != nil {
+		if !sub.view.IsZero() {
+			return t.vars[name].delivered(sub.view, r)
+		}
 		return r
 	}
 	if named {
@@ -601,6 +628,7 @@ func (sub *Subscription) Rejected(names []string) int {
 // Stats is a point-in-time view of a subscription for debugging.
 type Stats struct {
 	TypeURL  string
+	View     View
 	Names    int
 	Wildcard bool
 	Pending  int
@@ -610,7 +638,7 @@ type Stats struct {
 func (sub *Subscription) Stats() Stats {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	return Stats{TypeURL: sub.t.url, Names: len(sub.names), Wildcard: sub.wildcard, Pending: len(sub.pending)}
+	return Stats{TypeURL: sub.t.url, View: sub.view, Names: len(sub.names), Wildcard: sub.wildcard, Pending: len(sub.pending)}
 }
 
 // Close unregisters the subscription from the store. It is idempotent.
@@ -632,19 +660,27 @@ func (sub *Subscription) Close() {
 	for n := range names {
 		t.unindexLocked(n, sub)
 	}
-	delete(t.wildcard, sub)
+	if _, was := t.wildcard[sub]; was {
+		delete(t.wildcard, sub)
+		t.wildcardViewOffLocked(sub.view)
+	}
 	delete(t.all, sub)
 	t.mu.Unlock()
 }
 
 // unindexLocked removes sub from name's index; a name nobody names any more
-// drops its stand-in and is no longer missing. Callers hold t.mu for writing.
+// drops its stand-in and is no longer missing, and a view no subscription
+// of the name has any more drops its variant. Callers hold t.mu for writing.
 func (t *typeStore) unindexLocked(name string, sub *Subscription) {
 	set := t.byName[name]
 	if set == nil {
 		return
 	}
+	if _, in := set[sub]; !in {
+		return
+	}
 	delete(set, sub)
+	t.unindexViewLocked(name, sub.view)
 	if len(set) == 0 {
 		delete(t.byName, name)
 		delete(t.stand, name)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ type simClient struct {
 	// standIn is the store's AbsentFunc: when set, a named subscription is
 	// never sent a bare removal, but the stand-in.
 	standIn AbsentFunc
+	// view is the client's view: it holds each name's variant for it.
+	view View
 }
 
 func newSimClient() *simClient {
@@ -134,7 +137,7 @@ func (c *simClient) apply(b Batch, s *Store) error {
 			errs = append(errs, fmt.Errorf("wire of %s says %s@%s", r.Name, r.Wire.GetName(), r.Wire.GetVersion()))
 		}
 		if s != nil {
-			cur := s.Get(claType, r.Name)
+			cur := s.servedTo(r.Name, c.view)
 			switch {
 			case cur == r:
 			case cur == nil && c.standIn != nil && c.names[r.Name]:
@@ -187,12 +190,12 @@ func (c *simClient) converged(t testing.TB, s *Store) error {
 	want := map[string]string{}
 	if c.wildcard {
 		for _, r := range s.List(claType) {
-			want[r.Name] = r.Version
+			want[r.Name] = s.servedTo(r.Name, c.view).Version
 		}
 	}
 	var errs []error
 	for n := range c.names {
-		if r := s.Get(claType, n); r != nil {
+		if r := s.servedTo(n, c.view); r != nil {
 			want[n] = r.Version
 		} else if c.standIn != nil {
 			want[n] = standInVersion(t, n)
@@ -833,12 +836,31 @@ func TestUpdateMaxNames(t *testing.T) {
 // streams change their subscriptions, take batches, close and reconnect with
 // initial versions, and the store syncs midway. Once the writers stop, every
 // stream, driven only by its notify channel, must converge on the store.
+//
+// In "views", streams run at views (some zero, some sharing a zone) and half
+// the names have zone variants whose keys change with the generation: each
+// stream must converge on its view's variants, and once every stream is
+// closed the store holds no variant.
 func TestConcurrentApplyAndSubscriptions(t *testing.T) {
-	t.Run("removals", func(t *testing.T) { concurrentApplyAndSubscriptions(t, nil) })
-	t.Run("stand-ins", func(t *testing.T) { concurrentApplyAndSubscriptions(t, emptyCLA) })
+	t.Run("removals", func(t *testing.T) { concurrentApplyAndSubscriptions(t, nil, false) })
+	t.Run("stand-ins", func(t *testing.T) { concurrentApplyAndSubscriptions(t, emptyCLA, false) })
+	t.Run("views", func(t *testing.T) { concurrentApplyAndSubscriptions(t, emptyCLA, true) })
 }
 
-func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
+// servedTo returns what a subscription at view v is served of name when it
+// exists: its variant for v, or its plain resource; nil when absent.
+func (s *Store) servedTo(name string, v View) *Resource {
+	t := s.lookup(claType)
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	r := t.resources[name]
+	if r == nil || v.IsZero() {
+		return r
+	}
+	return t.vars[name].delivered(v, r)
+}
+
+func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc, withViews bool) {
 	const (
 		writers     = 4
 		streams     = 6
@@ -853,11 +875,21 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 	}
 	// Pre-build every message: the writers then only Apply.
 	msgs := make(map[string][]ResourceUpdate)
-	for _, n := range names {
+	var builds atomic.Int64
+	for i, n := range names {
 		for gen := 0; gen <= maxGen; gen++ {
-			msgs[n] = append(msgs[n], set(n, gen))
+			u := set(n, gen)
+			if withViews && i%2 == 0 {
+				zones := map[string]int{"z2": gen}
+				if gen%2 == 0 {
+					zones = map[string]int{"z1": gen, "z2": gen + 1}
+				}
+				u.Variants = zoneVariants{n, zones, &builds}
+			}
+			msgs[n] = append(msgs[n], u)
 		}
 	}
+	views := []View{{}, {Zone: "z1"}, {Zone: "z2"}, {Zone: "z1", Node: "n1"}, {Zone: "z3"}, {Zone: "z2"}}
 
 	s := NewStore()
 	s.RegisterType(claType, standIn)
@@ -904,9 +936,14 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 			defer streamsWG.Done()
 			rng := rand.New(rand.NewPCG(uint64(st), 2))
 			notify := make(chan struct{}, 1)
-			sub := s.Subscribe(claType, notify, maxNamesSub)
+			var view View
+			if withViews {
+				view = views[st%len(views)]
+			}
+			sub := s.SubscribeView(claType, view, notify, maxNamesSub)
 			c := newSimClient()
 			c.standIn = standIn
+			c.view = view
 			maxBytes := []int{0, 1, 300}[st%3]
 			// randNames picks a few names, the wildcard with odds 1 in wOdds.
 			randNames := func(wOdds int) []string {
@@ -975,7 +1012,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 					// The closed subscription's channel is left behind: a
 					// new stream has a new one.
 					notify = make(chan struct{}, 1)
-					sub = s.Subscribe(claType, notify, maxNamesSub)
+					sub = s.SubscribeView(claType, view, notify, maxNamesSub)
 					first := SubscriptionChange{InitialVersions: maps.Clone(c.held)}
 					for n := range c.names {
 						first.Subscribe = append(first.Subscribe, n)
@@ -985,6 +1022,7 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 					}
 					c = newSimClient()
 					c.standIn = standIn
+					c.view = view
 					if !update(first) {
 						return
 					}
@@ -1046,6 +1084,12 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc) {
 	}
 	if subs, n := s.SubscriptionCount(claType); subs != 0 || n != 0 {
 		t.Errorf("after closing every stream: SubscriptionCount = %d, %d", subs, n)
+	}
+	if held, _ := s.VariantStats(claType); held != 0 {
+		t.Errorf("after closing every stream: %d variants held", held)
+	}
+	if withViews {
+		t.Logf("%d variants built", builds.Load())
 	}
 	if ch, _ := s.Apply(claType, []ResourceUpdate{set("n0", maxGen+1)}); ch.Notified != 0 {
 		t.Errorf("Apply after every stream closed notified %d", ch.Notified)
