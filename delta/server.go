@@ -50,7 +50,28 @@ type Config struct {
 	// client that does not read) is not ended by it; the gRPC server's
 	// MaxConnectionAge bounds that one.
 	AckTimeout time.Duration
+
+	// NodeNameMetadataKey names the field of the first request's
+	// node.metadata whose string value is the client's Kubernetes node name,
+	// the Node of its view (see [xds.View]); "" (the default) reads none.
+	// deltaeds' bootstrap and deploy/ use [DefaultNodeNameMetadataKey].
+	NodeNameMetadataKey string
+	// ZoneOfNode, when not nil, gives the zone of a node name: it fills the
+	// view's Zone for a client that tells its node name but not its zone
+	// (node.locality.zone). It is called on the stream's goroutine when its
+	// first request arrives, so it must answer from memory (an informer's
+	// cache) and be safe for concurrent use; "" means unknown.
+	ZoneOfNode func(node string) string
 }
+
+// DefaultNodeNameMetadataKey is the node metadata key deltaeds' own
+// bootstrap and deploy/ set to the Envoy's Kubernetes node name.
+const DefaultNodeNameMetadataKey = "deltaeds.io/node-name"
+
+// maxViewPart bounds the zone and node name a stream's view takes from its
+// client (Kubernetes names and label values are at most 253 bytes): a longer
+// one is ignored, with a warning, rather than kept as a store key.
+const maxViewPart = 253
 
 // Server serves the Delta xDS protocol from an xds.Store.
 type Server struct {
@@ -139,7 +160,10 @@ func (s *Server) Stop(ctx context.Context) error {
 
 // StreamInfo describes one connected stream, for debugging.
 type StreamInfo struct {
-	NodeID        string    `json:"node_id"`
+	NodeID string `json:"node_id"`
+	// View is where the client runs (its zone and Kubernetes node), as read
+	// from its first request; it picks the variants it is served.
+	View          xds.View  `json:"view,omitzero"`
 	Peer          string    `json:"peer"`
 	ConnectedAt   time.Time `json:"connected_at"`
 	Subscriptions int       `json:"subscriptions"`

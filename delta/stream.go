@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/deltaeds/deltaeds/xds"
 )
@@ -30,7 +32,10 @@ type stream struct {
 	log         *zap.Logger
 	notify      chan struct{}
 
-	nodeID  string
+	nodeID string
+	// view is where the client runs, read from the first request's node
+	// and fixed for the stream's life (see viewOf).
+	view    xds.View
 	types   map[string]*typeState
 	order   []*typeState    // types in the order first requested, for fair sends
 	ignored map[string]bool // ignored type URLs logged, at most maxIgnoredTypesLogged (+1 when full)
@@ -179,8 +184,16 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		}
 		st.nodeID = req.GetNode().GetId()
 		st.log = st.log.With(zap.String("node_id", st.nodeID))
+		st.view = st.viewOf(req.GetNode())
+		if st.view.Zone != "" {
+			st.log = st.log.With(zap.String("zone", st.view.Zone))
+		}
+		if st.view.Node != "" {
+			st.log = st.log.With(zap.String("node_name", st.view.Node))
+		}
 		st.infoMu.Lock()
 		st.infoData.NodeID = st.nodeID
+		st.infoData.View = st.view
 		st.infoMu.Unlock()
 	}
 	typeURL := req.GetTypeUrl()
@@ -237,6 +250,42 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	}
 	st.noteMissing(ts, change.Subscribe)
 	return nil
+}
+
+// viewOf reads where the client runs from the node of a stream's first
+// request: the zone from node.locality.zone, the node name from the
+// node.metadata field Config.NodeNameMetadataKey names (a string), and,
+// when only the node name is told, the zone from Config.ZoneOfNode. Like
+// the node id, it is read once: the node of later requests is ignored (Envoy
+// sends it on the first request only), so the view is fixed for the
+// stream's life. A part longer than maxViewPart is ignored, with a warning.
+func (st *stream) viewOf(node *corev3.Node) xds.View {
+	cfg := &st.server.cfg
+	v := xds.View{Zone: node.GetLocality().GetZone()}
+	if key := cfg.NodeNameMetadataKey; key != "" {
+		if f, ok := node.GetMetadata().GetFields()[key]; ok {
+			if name, isString := f.GetKind().(*structpb.Value_StringValue); isString {
+				v.Node = name.StringValue
+			} else {
+				st.log.Warn("node metadata field for the node name is not a string; serving this stream without its node",
+					zap.String("key", key))
+			}
+		}
+	}
+	if len(v.Node) > maxViewPart {
+		st.log.Warn("node name in node metadata too long; serving this stream without its node", zap.Int("bytes", len(v.Node)))
+		v.Node = ""
+	}
+	if len(v.Zone) > maxViewPart {
+		st.log.Warn("node.locality.zone too long; serving this stream without its zone", zap.Int("bytes", len(v.Zone)))
+		v.Zone = ""
+	}
+	if v.Zone == "" && v.Node != "" && cfg.ZoneOfNode != nil {
+		if zone := cfg.ZoneOfNode(v.Node); len(zone) <= maxViewPart {
+			v.Zone = zone
+		}
+	}
+	return v
 }
 
 // maxIgnoredTypesLogged bounds the distinct ignored type URLs a stream logs
@@ -297,7 +346,7 @@ func (st *stream) newTypeState(typeURL string) *typeState {
 	m := st.server.metrics
 	ts := &typeState{
 		url:       typeURL,
-		sub:       st.server.store.Subscribe(typeURL, st.notify, st.server.cfg.MaxNamesPerStream),
+		sub:       st.server.store.SubscribeView(typeURL, st.view, st.notify, st.server.cfg.MaxNamesPerStream),
 		responses: m.Responses.WithLabelValues(typeURL),
 		resources: m.ResourcesSent.WithLabelValues(typeURL),
 		removals:  m.RemovalsSent.WithLabelValues(typeURL),
