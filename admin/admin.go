@@ -30,6 +30,11 @@ type Store interface {
 	// MissingCount is the number of names subscribed to by name that have
 	// no resource.
 	MissingCount(typeURL string) int
+	// Variants lists the per-view variants held for a name (none for a
+	// resource without them); VariantStats counts those held for a type
+	// and those built since the start.
+	Variants(typeURL, name string) []xds.VariantInfo
+	VariantStats(typeURL string) (held int, builds uint64)
 	Synced() bool
 }
 
@@ -165,8 +170,8 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 		"/healthz          alive\n"+
 		"/readyz           ready once EndpointSlices are synced; stays ready during API-server outages\n"+
 		"/metrics          Prometheus metrics\n"+
-		"/debug/resources  every CLA with version and endpoint counts (?name=NAME for the whole CLA)\n"+
-		"/debug/streams    every Delta xDS stream\n"+
+		"/debug/resources  every CLA with version, endpoint counts and per-view variants (?name=NAME for the whole CLA)\n"+
+		"/debug/streams    every Delta xDS stream, with its view (zone, node)\n"+
 		"/debug/missing    names subscribed to that do not exist, with the nodes asking for them\n"+
 		"/debug/pprof/     Go profiler\n")
 }
@@ -236,6 +241,22 @@ type ResourceInfo struct {
 	Error string `json:"error,omitempty"`
 	// CLA is the whole resource, only with ?name=.
 	CLA json.RawMessage `json:"cla,omitempty"`
+	// Variants are the per-view variants held for the CLA (topology-aware
+	// endpoints): only those some connected client's view receives.
+	Variants []VariantInfo `json:"variants,omitempty"`
+}
+
+// VariantInfo describes one per-view variant of a CLA: what clients at the
+// views whose key it is receive instead of the plain CLA.
+type VariantInfo struct {
+	Key string `json:"key"`
+	// Views is the number of distinct views (zone, node) served it;
+	// SampleViews lists some of them.
+	Views       int        `json:"views"`
+	SampleViews []xds.View `json:"sample_views"`
+	// Subscriptions is the number of subscriptions served it.
+	Subscriptions int `json:"subscriptions"`
+	ResourceInfo
 }
 
 // PriorityInfo counts the endpoints of one priority of a CLA.
@@ -256,7 +277,12 @@ func (s *Server) resources(w http.ResponseWriter, r *http.Request) {
 		if name != "" && res.Name != name {
 			continue
 		}
-		resp.Resources = append(resp.Resources, describe(res, name != ""))
+		info := describe(res, name != "")
+		for _, v := range s.cfg.Store.Variants(xds.EndpointType, res.Name) {
+			info.Variants = append(info.Variants, VariantInfo{Key: v.Key, Views: v.Views, SampleViews: v.ViewList,
+				Subscriptions: v.Subscriptions, ResourceInfo: describe(v.Resource, name != "")})
+		}
+		resp.Resources = append(resp.Resources, info)
 	}
 	resp.Count = len(resp.Resources)
 	if name != "" && resp.Count == 0 {

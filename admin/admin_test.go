@@ -227,12 +227,73 @@ func TestDebugResources(t *testing.T) {
 	if code, _, _ := get(t, e.url+"/debug/resources?name=nope"); code != http.StatusNotFound {
 		t.Errorf("unknown name: %d", code)
 	}
+	if cart.Variants != nil {
+		t.Errorf("a CLA without variants lists %+v", cart.Variants)
+	}
+
+	// Variants: clients in zone a get the zone a endpoints only.
+	for _, v := range []xds.View{{Zone: "a", Node: "n1"}, {Zone: "a", Node: "n2"}, {Zone: "c"}} {
+		sub := e.store.SubscribeView(xds.EndpointType, v, make(chan struct{}, 1), 0)
+		defer sub.Close()
+		if err := sub.Update(xds.SubscriptionChange{Subscribe: []string{"shop/cart/http"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.store.Apply(xds.EndpointType, []xds.ResourceUpdate{
+		{Name: "shop/cart/http", Message: cla, ObservedAt: observed, Variants: zoneVariant{cla}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ = get(t, e.url+"/debug/resources?name=shop/cart/http")
+	resp = admin.ResourcesResponse{}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil || code != 200 || resp.Count != 1 {
+		t.Fatalf("?name= with variants: %d %v %q", code, err, body)
+	}
+	vs := resp.Resources[0].Variants
+	if len(vs) != 1 {
+		t.Fatalf("variants = %+v", vs)
+	}
+	held := e.store.Variants(xds.EndpointType, "shop/cart/http")[0].Resource
+	if v := vs[0]; v.Key != "zone:a" || v.Views != 2 || v.Subscriptions != 2 ||
+		!reflect.DeepEqual(v.SampleViews, []xds.View{{Zone: "a", Node: "n1"}, {Zone: "a", Node: "n2"}}) ||
+		v.Version != held.Version || v.Bytes != held.WireSize || v.Endpoints != 3 || len(v.Priorities) != 2 || v.CLA == nil {
+		t.Errorf("variant = %+v", v)
+	}
+	for _, key := range []string{`"key": "zone:a"`, `"sample_views": [`, `"zone": "a"`, `"node": "n1"`} {
+		if !strings.Contains(body, key) {
+			t.Errorf("/debug/resources lacks %s: %s", key, body)
+		}
+	}
+}
+
+// zoneVariant is a Variants: a client in zone "z1" or "a" gets the CLA's
+// localities of its zone only.
+type zoneVariant struct{ cla *endpointv3.ClusterLoadAssignment }
+
+func (zoneVariant) Key(v xds.View) string {
+	if v.Zone == "a" || v.Zone == "z1" {
+		return "zone:" + v.Zone
+	}
+	return ""
+}
+
+func (z zoneVariant) Build(v xds.View) proto.Message {
+	if z.cla == nil {
+		return &endpointv3.ClusterLoadAssignment{ClusterName: "variant"}
+	}
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: z.cla.ClusterName}
+	for _, l := range z.cla.Endpoints {
+		if l.Locality.GetZone() == v.Zone {
+			out.Endpoints = append(out.Endpoints, l)
+		}
+	}
+	return out
 }
 
 func TestDebugStreams(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	e := start(t, fakeStreams{{NodeID: "envoy-1", Peer: "10.0.0.9:5555", ConnectedAt: at, Subscriptions: 3, Pending: 1,
-		Responses: 7, LastACK: at, LastNACK: at, LastNACKError: "bad"}})
+		Responses: 7, LastACK: at, LastNACK: at, LastNACKError: "bad", View: xds.View{Zone: "z1", Node: "n1"}}})
 	code, body, _ := get(t, e.url+"/debug/streams")
 	var resp struct {
 		Count   int              `json:"count"`
@@ -243,7 +304,8 @@ func TestDebugStreams(t *testing.T) {
 	}
 	if resp.Count != 1 || resp.Streams[0]["node_id"] != "envoy-1" || resp.Streams[0]["peer"] != "10.0.0.9:5555" ||
 		resp.Streams[0]["subscriptions"] != 3.0 || resp.Streams[0]["pending"] != 1.0 ||
-		resp.Streams[0]["last_nack_error"] != "bad" || resp.Streams[0]["last_ack"] == nil {
+		resp.Streams[0]["last_nack_error"] != "bad" || resp.Streams[0]["last_ack"] == nil ||
+		!reflect.DeepEqual(resp.Streams[0]["view"], map[string]any{"zone": "z1", "node": "n1"}) {
 		t.Errorf("streams = %+v", resp)
 	}
 
@@ -369,6 +431,18 @@ func TestMetrics(t *testing.T) {
 	if _, err := e.store.Apply(xds.EndpointType, []xds.ResourceUpdate{{Name: "a/b", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "a/b"}}}); err != nil {
 		t.Fatal(err)
 	}
+	// Two views of one zone share its variant of e/f: one held, one built.
+	for _, node := range []string{"n1", "n2"} {
+		sub := e.store.SubscribeView(xds.EndpointType, xds.View{Zone: "z1", Node: node}, make(chan struct{}, 1), 0)
+		defer sub.Close()
+		if err := sub.Update(xds.SubscriptionChange{Subscribe: []string{"e/f"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.store.Apply(xds.EndpointType, []xds.ResourceUpdate{{Name: "e/f", Message: &endpointv3.ClusterLoadAssignment{ClusterName: "e/f"},
+		Variants: zoneVariant{}}}); err != nil {
+		t.Fatal(err)
+	}
 	e.watcher.mu.Lock()
 	e.watcher.lastEvent = time.Now().Add(-time.Minute)
 	e.watcher.lastOK = time.Now()
@@ -380,10 +454,12 @@ func TestMetrics(t *testing.T) {
 	}
 	typeLabel := `{type_url="` + xds.EndpointType + `"}`
 	for _, want := range []string{
-		"deltaeds_subscriptions" + typeLabel + " 1",
-		"deltaeds_subscribed_names" + typeLabel + " 2",
+		"deltaeds_subscriptions" + typeLabel + " 3",
+		"deltaeds_subscribed_names" + typeLabel + " 4",
 		"deltaeds_subscriptions_missing" + typeLabel + " 1",
-		"deltaeds_store_resources" + typeLabel + " 1",
+		"deltaeds_store_resources" + typeLabel + " 2",
+		"deltaeds_store_variants" + typeLabel + " 1",
+		"deltaeds_store_variant_builds_total" + typeLabel + " 1",
 		"deltaeds_store_synced 0",
 		"deltaeds_apiserver_up 1",
 		"deltaeds_apiserver_last_event_age_seconds 60.",

@@ -11,11 +11,15 @@
 //     collector over prometheus/common/version), and gauges read at scrape time
 //     from the store, the xDS server and the watcher (subscriptions, names
 //     subscribed, names subscribed that have no resource, resources in the
-//     store, the synced gate, API-server watch health);
+//     store, per-view variants held and built, the synced gate, API-server
+//     watch health);
 //   - /debug/pprof/: the Go profiler;
 //   - /debug/resources: every stored CLA with its version, size and endpoint
-//     counts per priority (?name=NAME adds the whole CLA);
-//   - /debug/streams: every Delta xDS stream as the xDS server describes it;
+//     counts per priority, and its per-view variants (topology-aware
+//     endpoints: key, views and subscriptions served it, version, size,
+//     counts) (?name=NAME adds the whole CLA and variants);
+//   - /debug/streams: every Delta xDS stream as the xDS server describes it,
+//     with its view (zone and node);
 //   - /debug/missing: every name streams subscribe to by name that has no
 //     resource (served an empty CLA: a typo, or a deleted Service), with the
 //     node ids of the streams asking for it, as the xDS server lists them.

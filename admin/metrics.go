@@ -52,6 +52,12 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 		f.NewGaugeFunc(prometheus.GaugeOpts{Name: "deltaeds_store_resources", ConstLabels: byType,
 			Help: "Resources in the store."},
 			func() float64 { return float64(s.cfg.Store.Len(typeURL)) })
+		f.NewGaugeFunc(prometheus.GaugeOpts{Name: "deltaeds_store_variants", ConstLabels: byType,
+			Help: "Per-view variants held (topology-aware CLAs): one per resource and distinct key of the views subscribed to it."},
+			func() float64 { held, _ := s.cfg.Store.VariantStats(typeURL); return float64(held) })
+		f.NewCounterFunc(prometheus.CounterOpts{Name: "deltaeds_store_variant_builds_total", ConstLabels: byType,
+			Help: "Per-view variants built and serialized: once per change and key, never per subscriber."},
+			func() float64 { _, builds := s.cfg.Store.VariantStats(typeURL); return float64(builds) })
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "deltaeds_store_synced",
 		Help: "1 once the first EndpointSlice list has been translated and the store answers subscriptions."},
