@@ -268,7 +268,9 @@ func TestDebugResources(t *testing.T) {
 
 // zoneVariant is a Variants: a client in zone "z1" or "a" gets the CLA's
 // localities of its zone only.
-type zoneVariant struct{ cla *endpointv3.ClusterLoadAssignment }
+type zoneVariant struct {
+	cla *endpointv3.ClusterLoadAssignment
+}
 
 func (zoneVariant) Key(v xds.View) string {
 	if v.Zone == "a" || v.Zone == "z1" {
