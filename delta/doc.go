@@ -24,6 +24,19 @@
 // subscription changes still apply. A NACKed version is not resent in a loop:
 // the next change of the resource is.
 //
+// # Views
+//
+// A stream's view ([xds.View]: where its client runs) is read once, from its
+// first request's node, like the node id: the zone from node.locality.zone
+// (Envoy's --service-zone), the Kubernetes node name from the string
+// node.metadata field Config.NodeNameMetadataKey names (none when ""), and,
+// when only the node name is told, the zone from Config.ZoneOfNode. It is
+// fixed for the stream's life: the node of later requests is ignored, as it
+// is for the node id (Envoy sends it on the first request only); a client
+// that moves reconnects. Each subscription of the stream is opened at that
+// view, so it is served the variants its view's keys name (topology-aware
+// CLAs) and the plain resources otherwise. Server.Streams shows each view.
+//
 // # Missing names
 //
 // The first time a stream subscribes by name to a name that has no resource
@@ -39,7 +52,11 @@
 //
 //  1. Build it with [NewServer] and a [Config]. Give Config.Metrics
 //     [NewMetrics] of the registry /metrics serves, or its counters go
-//     nowhere; zero limits take the Default values.
+//     nowhere; zero limits take the Default values. For topology-aware
+//     endpoints set Config.NodeNameMetadataKey (deltaeds:
+//     [DefaultNodeNameMetadataKey]) and, to find the zone of a client that
+//     tells only its node, Config.ZoneOfNode (deltaeds: a lookup in the Node
+//     informer's cache).
 //  2. Create the grpc.Server with [Server.GRPCServerOptions] first, then the
 //     caller's own (TLS, keepalive, stream limits): the options carry the codec
 //     that writes the pre-encoded responses, without which no response can be

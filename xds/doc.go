@@ -50,6 +50,37 @@
 // bounds the work (no suggestions in a group of over [MaxSuggestGroup]
 // names, a banded distance that stops beyond the largest useful one).
 //
+// # Views and variants
+//
+// A client may say where it runs: its [View] (zone and node name, opaque to
+// the store beyond equality), fixed when its subscription is opened
+// ([Store.SubscribeView]; [Store.Subscribe] is the zero View, which always
+// gets the plain resource). A resource's producer may give an update
+// [Variants]: Key(view) names the variant a client at that view receives
+// ("" for the plain resource), Build(view) builds it. The store then keeps,
+// per name, the plain resource and one variant per distinct non-empty key
+// of the views subscribed to the name, by name or by wildcard:
+//
+//   - A variant is built and serialized once per change and key, outside the
+//     type lock, and shared by every subscription of every view with that
+//     key; its version is a hash of its bytes like any other, so replicas
+//     agree and a client declaring the variant's version is resent nothing.
+//   - The store counts, per name with Variants, the subscriptions of each
+//     view (wildcard ones once per type), so an Apply of such a name costs
+//     O(distinct views subscribed to it) keys and at most one build per
+//     distinct key, never O(subscriptions); it recomputes every view's key
+//     (keys may change with the content) and marks pending only the
+//     subscriptions whose delivered version changed.
+//   - A view's first subscription to a name builds its variant if its key
+//     is new (outside the lock, like stand-ins); a key whose last view goes
+//     drops its variant. A name whose resource has no Variants keeps no
+//     views: the common case costs nothing, nor do zero-view subscriptions.
+//   - A name with no resource is served its stand-in in every view; a
+//     deleted name drops its variants.
+//
+// [Store.Variants] lists a name's variants and [Store.VariantStats] counts
+// them, for debug pages and metrics.
+//
 // # NACKs
 //
 // A client may apply part of a response before rejecting one of its
@@ -59,8 +90,8 @@
 //
 // # Locking
 //
-// Each type has its own RWMutex guarding its resources and its subscription
-// index. Each Subscription has its own mutex guarding its names, versions and
+// Each type has its own RWMutex guarding its resources, its subscription
+// index and its views and variants. Each Subscription has its own mutex guarding its names, versions and
 // pending set. The lock order is Subscription.mu before typeStore.mu; Apply
 // never holds a type lock while it takes a subscription's lock: it collects the
 // affected subscriptions under the type lock, releases it, then marks them.
@@ -88,16 +119,22 @@
 //     [ResourceUpdate] a name set to a message or deleted (nil Message). The
 //     store serializes and versions each message once; equal content is a
 //     no-op. A message that fails to marshal is left out and reported in the
-//     error, and the rest of the batch is applied: log it, do not stop.
+//     error, and the rest of the batch is applied: log it, do not stop. When
+//     clients at different places must receive different content (deltaeds:
+//     translate.Topology for topology-aware CLAs), set the update's
+//     [Variants], an immutable value whose Key is cheap (it runs under the
+//     type lock); leave it nil otherwise. [Example_variants] shows one.
 //  3. Call [Store.MarkSynced] once the first full state has been applied, and
 //     not before: until then no subscription is answered, so no client is
 //     told that a resource it asks for does not exist.
 //
 // The reader's duties, for one stream and one type:
 //
-//  1. Open a [Subscription] with [Store.Subscribe], giving it a notify channel
-//     of capacity one (a stream may share one between its types) and the most
-//     names it may hold.
+//  1. Open a [Subscription] with [Store.SubscribeView] for a client at a
+//     [View] (where it runs, fixed for the subscription's life), or with
+//     [Store.Subscribe] for one that tells no place, giving it a notify
+//     channel of capacity one (a stream may share one between its types) and
+//     the most names it may hold.
 //  2. Hand it each request's changes with [Subscription.Update] (a
 //     [SubscriptionChange]: names subscribed and unsubscribed, and on the
 //     first request the versions the client already holds). An error
