@@ -391,6 +391,14 @@ func (cp *ControlPlane) LogTail(component string, n int) string {
 	return fmt.Sprintf("(no component %q)", component)
 }
 
+// Pids returns the process ids of kube-apiserver and etcd (0 for one not running), so a caller
+// can read what they cost (the benchmark reports their memory alongside deltaeds').
+func (cp *ControlPlane) Pids() (apiserver, etcd int) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.apiserver.Pid(), cp.etcd.Pid()
+}
+
 // StopAPIServer kills kube-apiserver (SIGKILL, like a crash) and waits for it to exit; etcd and
 // the controller manager keep running. Requests fail until StartAPIServer. It returns an error if
 // kube-apiserver had already died by itself.
