@@ -43,9 +43,14 @@ type child struct {
 	addr   string
 }
 
-// startChild starts a server child listening on addr.
-func startChild(cmdFn ChildCommand, kind, addr, profileBase string, log io.Writer) (*child, error) {
+// startChild starts a server child listening on addr, with SO_REUSEPORT
+// when reusePort is set (a successor can then listen on the same address
+// before this child goes).
+func startChild(cmdFn ChildCommand, kind, addr, profileBase string, reusePort bool, log io.Writer) (*child, error) {
 	args := []string{"-serve=" + kind, "-addr=" + addr}
+	if reusePort {
+		args = append(args, "-reuseport")
+	}
 	if profileBase != "" {
 		args = append(args, "-cpuprofile="+profileBase+".cpu.pprof", "-memprofile="+profileBase+".heap.pprof")
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/deltaeds/deltaeds/bench/control"
 	"github.com/deltaeds/deltaeds/internal/supervisor"
@@ -36,6 +37,9 @@ type ChildOptions struct {
 	// MemProfile, if set, is where a heap profile is written at quit (after
 	// a GC: what is live at the end of the run).
 	MemProfile string
+	// ReusePort listens with SO_REUSEPORT, so that a successor can listen
+	// on the same address while this child still runs (the storm workload).
+	ReusePort bool
 }
 
 // RunChild runs one server under the control protocol read from in, with
@@ -112,7 +116,11 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 				return err
 			}
 			initial = nil
-			lis, err := net.Listen("tcp", opts.Addr)
+			var lc net.ListenConfig
+			if opts.ReusePort {
+				lc.Control = reusePort
+			}
+			lis, err := lc.Listen(ctx, "tcp", opts.Addr)
 			if err != nil {
 				return fmt.Errorf("child: listen on %s: %w", opts.Addr, err)
 			}
@@ -189,6 +197,7 @@ func ChildMain(args []string) int {
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:0", "listen address")
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile from the profile command to exit")
 	fs.StringVar(&opts.MemProfile, "memprofile", "", "write a heap profile at exit")
+	fs.BoolVar(&opts.ReusePort, "reuseport", false, "listen with SO_REUSEPORT")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -213,6 +222,20 @@ func writeHeapProfile(path string) error {
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("child: close heap profile: %w", err)
+	}
+	return nil
+}
+
+// reusePort sets SO_REUSEPORT on a listening socket before it binds.
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return fmt.Errorf("child: listen on %s: %w", address, err)
+	}
+	if serr != nil {
+		return fmt.Errorf("child: SO_REUSEPORT on %s: %w", address, serr)
 	}
 	return nil
 }
