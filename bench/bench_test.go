@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/deltaeds/deltaeds/bench/control"
 	"github.com/deltaeds/deltaeds/bench/servers"
 )
 
@@ -55,12 +56,26 @@ func TestRunTiny(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v\n%s", err, log.String())
 	}
-	if got, want := len(rep.Workloads), len(WorkloadNames()); got != want {
-		t.Fatalf("%d workloads reported, want %d", got, want)
+	want := 0
+	for _, name := range WorkloadNames() {
+		w, err := ScaledWorkload(name, 0.01, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += len(w.Points())
+	}
+	if got := len(rep.Workloads); got != want {
+		t.Fatalf("%d workloads reported, want %d (curve points count one each)", got, want)
 	}
 	for _, wr := range rep.Workloads {
-		if len(wr.Results) != 4 {
-			t.Errorf("%s: %d results, want 4", wr.Workload.Name, len(wr.Results))
+		runs := 0
+		for _, k := range control.Kinds {
+			if wr.Workload.RunsOn(k) {
+				runs++
+			}
+		}
+		if len(wr.Results) != runs {
+			t.Errorf("%s: %d results, want %d", wr.Workload.Name, len(wr.Results), runs)
 		}
 		for _, r := range wr.Results {
 			name := wr.Workload.Name + "/" + r.Server
@@ -71,6 +86,9 @@ func TestRunTiny(t *testing.T) {
 				t.Errorf("%s: %d violations: %v", name, r.Violations, r.ViolationSamples)
 			case wr.Workload.Restart && (r.Resent == nil || *r.Resent != 0):
 				t.Errorf("%s: resent = %v, want 0", name, r.Resent)
+			case wr.Workload.Cluster && (r.Cluster == nil || r.Cluster.SyncSeconds <= 0 || r.Cluster.RSSBytes == 0 || r.Cluster.APIServerRSSBytes == 0):
+				t.Errorf("%s: cluster figures missing: %+v", name, r.Cluster)
+			case wr.Workload.Cluster:
 			case !wr.Workload.Restart && (r.Delivered != r.Changes || r.Changes != wr.Workload.Changes || r.Latency == nil):
 				t.Errorf("%s: delivered %d of %d changes (workload has %d), latency %v", name, r.Delivered, r.Changes, wr.Workload.Changes, r.Latency)
 			case r.PeakRSSBytes == 0:

@@ -261,7 +261,8 @@ func (f *fleet) waitReconnected(ctx context.Context, before fleetStats, quiet ti
 // checkUnchanged returns an error unless every client is where the
 // generator's state says, in both of its views; the reconnect workload calls
 // it once the fleet has reconnected to a restarted server and nothing
-// changed.
+// changed. extra is how many names beyond the workload's each client holds
+// (the storm's canary).
 //
 //   - The xDS state (Held) has exactly one resource per name the client
 //     wants. A removal would have dropped one, and the client would not
@@ -273,10 +274,10 @@ func (f *fleet) waitReconnected(ctx context.Context, before fleetStats, quiet ti
 //     that name's endpoints. Counting routes would prove nothing, since
 //     Envoy keeps routing through a removal; an empty or wrong CLA sent on
 //     reconnect is what this catches.
-func (f *fleet) checkUnchanged() error {
+func (f *fleet) checkUnchanged(extra int) error {
 	seen := make(map[control.Endpoint]struct{})
 	for i, c := range f.clients {
-		if got, want := len(c.HeldAll()), f.g.expected(i); got != want {
+		if got, want := len(c.HeldAll()), f.g.expected(i)+extra; got != want {
 			return fmt.Errorf("envoy-%04d holds %d CLAs, want %d", i, got, want)
 		}
 		routes := c.Routes()

@@ -28,12 +28,20 @@ var serverColors = map[string]color.Color{
 // reconnect workload, the resources each server resent.
 func writePlot(rep *Report, path string) error {
 	var panels []*plot.Plot
-	for _, wr := range rep.Workloads {
+	for i, wr := range rep.Workloads {
 		p, err := workloadPanel(wr)
 		if err != nil {
 			return fmt.Errorf("plot %s: %w", wr.Workload.Name, err)
 		}
 		panels = append(panels, p)
+		name := wr.Workload.Name
+		if len(wr.Workload.Curve) > 0 && (i+1 == len(rep.Workloads) || rep.Workloads[i+1].Workload.Name != name) {
+			cp, err := curvePanels(name, rep.curve(name))
+			if err != nil {
+				return fmt.Errorf("plot %s: %w", name, err)
+			}
+			panels = append(panels, cp...)
+		}
 	}
 	if len(panels) == 0 {
 		p := plot.New()
@@ -83,6 +91,35 @@ func workloadPanel(wr WorkloadReport) (*plot.Plot, error) {
 	p.Title.Text = fmt.Sprintf("%s (scale %.2f)", wr.Workload.Name, wr.Workload.Scale)
 	p.Legend.Top = false
 	p.Legend.Left = false
+	if len(wr.Workload.Curve) > 0 {
+		p.Title.Text = fmt.Sprintf("%s, %d streams (scale %.2f)", wr.Workload.Name, wr.Workload.Streams, wr.Workload.Scale)
+	}
+	switch {
+	case wr.Workload.Cluster:
+		return clusterPanel(p, wr)
+	case wr.Workload.Storm:
+		p.Title.Text += ": until every stream's first answer"
+		p.Y.Label.Text = "seconds"
+		var names []string
+		var vals plotter.Values
+		for _, r := range wr.Results {
+			if r.Error == "" {
+				names = append(names, r.Server)
+				vals = append(vals, r.ReconnectSeconds)
+			}
+		}
+		if len(vals) == 0 {
+			return p, nil
+		}
+		bars, err := plotter.NewBarChart(vals, vg.Points(30))
+		if err != nil {
+			return nil, fmt.Errorf("bars: %w", err)
+		}
+		bars.Color = serverColors[control.KindDeltaEDS]
+		p.Add(bars)
+		p.NominalX(names...)
+		return p, nil
+	}
 	if wr.Workload.Restart {
 		p.Title.Text += ": resources resent on reconnect"
 		p.Y.Label.Text = "resources resent"

@@ -116,6 +116,14 @@ func mb(b uint64) string { return fmt.Sprintf("%.2f", float64(b)/1e6) }
 func printWorkload(out io.Writer, wr WorkloadReport) {
 	w := wr.Workload
 	fmt.Fprintf(out, "== %s (%s)\n", w.Name, w.Describe())
+	switch {
+	case w.Cluster:
+		printCluster(out, wr)
+		return
+	case w.Storm:
+		printStorm(out, wr)
+		return
+	}
 	base := wr.resultOf(control.KindDeltaEDS)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if w.Restart {
@@ -212,9 +220,24 @@ func evaluateTargets(rep *Report) []Target {
 		}
 		out = append(out, t)
 	}
+	curves := map[string]bool{}
 	for _, wr := range rep.Workloads {
 		w := wr.Workload.Name
 		scale = wr.Workload.Scale
+		switch {
+		case len(wr.Workload.Curve) > 0:
+			if !curves[w] {
+				curves[w] = true
+				out = append(out, curveTargets(rep.curve(w), scale)...)
+			}
+			continue
+		case wr.Workload.Storm:
+			out = append(out, stormTargets(wr)...)
+			continue
+		case wr.Workload.Cluster:
+			out = append(out, clusterTargets(wr)...)
+			continue
+		}
 		d := wr.resultOf(control.KindDeltaEDS)
 		lin := wr.resultOf(control.KindLinear)
 		snap := wr.resultOf(control.KindSnapshot)
@@ -276,7 +299,7 @@ func evaluateTargets(rep *Report) []Target {
 }
 
 func printTargets(out io.Writer, ts []Target) {
-	fmt.Fprintln(out, "== targets (issue 6)")
+	fmt.Fprintln(out, "== targets (issues 6 and 14)")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "workload\tscale\ttarget\twant\tgot\t")
 	scaled := false
@@ -314,4 +337,56 @@ func (rep *Report) write(dir string) error {
 	}
 	rep.JSONPath, rep.PNGPath = jsonPath, pngPath
 	return nil
+}
+
+// printStorm prints the storm workload's table: how long until every
+// stream had its first answer from the restarted server, and at what cost.
+func printStorm(out io.Writer, wr WorkloadReport) {
+	wire := wr.resultOf(control.KindWire)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\tstreams\tsubscriptions\tresent\tall answered s\tvs wire\tcpu s\tvs wire\tMB sent\tpeak RSS MB\tsync s\tfleet cpu s\tviolations\t")
+	var errs []string
+	for _, r := range wr.Results {
+		if r.Error != "" {
+			errs = append(errs, fmt.Sprintf("   %s: FAILED: %s", r.Server, firstLine(r.Error)))
+			if r.Resent == nil {
+				continue
+			}
+		}
+		resent := "-"
+		if r.Resent != nil {
+			resent = strconv.FormatUint(*r.Resent, 10)
+		}
+		tX, cX := "-", "-"
+		if wire != nil {
+			tX = ratio(r.ReconnectSeconds, wire.ReconnectSeconds)
+			cX = ratio(r.ReconnectCPU, wire.ReconnectCPU)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%.2f\t%s\t%.3f\t%s\t%s\t%s\t%.2f\t%.2f\t%d\t\n", r.Server, wr.Workload.Streams, r.Subscriptions, resent,
+			r.ReconnectSeconds, tX, r.ReconnectCPU, cX, mb(r.ReconnectBytes), mb(r.PeakRSSBytes), r.SyncSeconds, r.FleetCPUSeconds, r.Violations)
+	}
+	_ = tw.Flush()
+	for _, e := range errs {
+		fmt.Fprintln(out, e)
+	}
+	fmt.Fprintln(out, "   (all answered: from killing the old server to every stream holding the canary, its first answer; cpu: the new server's over that time;")
+	fmt.Fprintln(out, "    resent: resources received beyond the canary, must be 0; vs wire: the figure over the wire limit's)")
+	fmt.Fprintln(out)
+}
+
+// stormTargets: nothing resent, and the fleet resynced within 2x the wire
+// limit's time for the same handshakes.
+func stormTargets(wr WorkloadReport) []Target {
+	d, wire := wr.resultOf(control.KindDeltaEDS), wr.resultOf(control.KindWire)
+	w, scale := wr.Workload.Name, wr.Workload.Scale
+	t1 := Target{Workload: w, Scale: scale, Name: "resources resent in the storm", Want: "0", Status: "SKIP"}
+	if d != nil && d.Resent != nil {
+		t1.Got, t1.Status = strconv.FormatUint(*d.Resent, 10), check(*d.Resent == 0)
+	}
+	t2 := Target{Workload: w, Scale: scale, Name: "fleet resynced vs wire", Want: "deltaeds/wire <= 2", Status: "SKIP"}
+	if d != nil && wire != nil && wire.ReconnectSeconds > 0 {
+		r := d.ReconnectSeconds / wire.ReconnectSeconds
+		t2.Got, t2.Status = fmt.Sprintf("%.2f", r), check(r <= 2)
+	}
+	return []Target{t1, t2}
 }

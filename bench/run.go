@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deltaeds/deltaeds/bench/control"
+	"github.com/deltaeds/deltaeds/envoysim"
 )
 
 // Options configure Run. Only Command is required.
@@ -37,6 +39,9 @@ type Options struct {
 	// change (or reconnect) phase, <workload>-<server>.cpu.pprof, and a heap
 	// profile at its exit, <workload>-<server>.heap.pprof.
 	CPUProfileDir string
+	// DeltaedsBinary is the deltaeds binary the cluster workload runs;
+	// empty builds one from this module (e2e/harness.BuildDeltaeds).
+	DeltaedsBinary string
 	// Command starts a child; see SelfCommand.
 	Command ChildCommand
 	// Out receives the tables; Log the progress (and, with Verbose, the
@@ -107,6 +112,12 @@ type Result struct {
 	ReconnectSeconds float64 `json:"reconnect_seconds,omitempty"`
 	ReconnectCPU     float64 `json:"reconnect_cpu_seconds,omitempty"`
 	ReconnectBytes   uint64  `json:"reconnect_bytes,omitempty"`
+
+	// Subscriptions is the number of (stream, name) pairs of the fleet.
+	Subscriptions int `json:"subscriptions,omitempty"`
+
+	// Cluster workload (see ClusterResult).
+	Cluster *ClusterResult `json:"cluster,omitempty"`
 
 	PeakRSSBytes     uint64   `json:"peak_rss_bytes"`
 	Violations       int      `json:"violations"`
@@ -181,7 +192,7 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
-		workloads = append(workloads, w)
+		workloads = append(workloads, w.Points()...)
 	}
 	if cfg.CPUProfileDir != "" {
 		if err := os.MkdirAll(cfg.CPUProfileDir, 0o755); err != nil {
@@ -198,9 +209,18 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 	for wi, w := range workloads {
 		wr := WorkloadReport{Workload: w}
 		for _, kind := range cfg.Servers {
+			if !w.RunsOn(kind) {
+				continue
+			}
 			fmt.Fprintf(cfg.Log, "bench: %s on %s (%s)\n", w.Name, kind, w.Describe())
 			r := &runner{cfg: cfg, w: w, kind: kind, seed: cfg.Seed + uint64(wi), childLog: childLog}
-			res, err := r.run(ctx)
+			var res Result
+			var err error
+			if w.Cluster {
+				res, err = r.runCluster(ctx)
+			} else {
+				res, err = r.run(ctx)
+			}
 			res.Server = kind
 			if err != nil {
 				if ctx.Err() != nil {
@@ -213,6 +233,9 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 		}
 		rep.Workloads = append(rep.Workloads, wr)
 		printWorkload(cfg.Out, wr)
+		if len(w.Curve) > 0 && (wi+1 == len(workloads) || workloads[wi+1].Name != w.Name) {
+			printCurve(cfg.Out, rep.curve(w.Name))
+		}
 	}
 	rep.Targets = evaluateTargets(rep)
 	printTargets(cfg.Out, rep.Targets)
@@ -249,12 +272,13 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	var res Result
 	g := newGen(r.w, r.seed)
 	initial := g.initial()
+	res.Subscriptions = g.subscriptions()
 
 	profile := r.profilePath("")
 	if r.w.Restart {
 		profile = "" // the restarted child is profiled instead
 	}
-	ch, err := startChild(r.cfg.Command, r.kind, "127.0.0.1:0", profile, r.childLog)
+	ch, err := startChild(r.cfg.Command, r.kind, "127.0.0.1:0", profile, r.w.Storm, r.childLog)
 	if err != nil {
 		return res, err
 	}
@@ -392,10 +416,13 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 // on the same address, and counts what the reconnecting fleet is sent. It
 // returns the new child, which the caller must stop.
 func (r *runner) restart(ctx context.Context, res *Result, old *child, f *fleet, c1 fleetStats, initial [][]byte) (*child, error) {
+	if r.w.Storm {
+		return r.storm(ctx, res, old, f, c1, initial)
+	}
 	if err := old.quit(10 * time.Second); err != nil {
 		return nil, fmt.Errorf("stop before restart: %w", err)
 	}
-	ch, err := startChild(r.cfg.Command, r.kind, old.addr, r.profilePath("-restarted"), r.childLog)
+	ch, err := startChild(r.cfg.Command, r.kind, old.addr, r.profilePath("-restarted"), false, r.childLog)
 	if err != nil {
 		return nil, err
 	}
@@ -440,10 +467,88 @@ func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet
 	res.PeakRSSBytes = max(res.PeakRSSBytes, s1.PeakRSSBytes)
 	// Nothing changed: every client must still hold exactly what it held
 	// (its xDS state) and route exactly as before (see checkUnchanged).
-	if err := f.checkUnchanged(); err != nil {
+	if err := f.checkUnchanged(0); err != nil {
 		return fmt.Errorf("after reconnect: %w", err)
 	}
 	return nil
+}
+
+// stormCanary is the CLA only the storm's restarted server holds; every
+// client asks for it once the old server is gone, so each reconnecting
+// stream has an answer to wait for (as e2e's connection storm does).
+const stormCanary = "bench/storm/canary"
+
+// storm starts the successor on the old server's address (both listen with
+// SO_REUSEPORT) with the same state plus the canary, kills the old server,
+// and measures how long until every stream has had its first answer (the
+// canary). Nothing the clients hold changed, so anything else they receive
+// is resent and fails the run. It returns the new child, which the caller
+// must stop.
+func (r *runner) storm(ctx context.Context, res *Result, old *child, f *fleet, c1 fleetStats, initial [][]byte) (*child, error) {
+	ch, err := startChild(r.cfg.Command, r.kind, old.addr, r.profilePath("-restarted"), true, r.childLog)
+	if err != nil {
+		return nil, err
+	}
+	canary := control.AppendSet(nil, control.Set{Name: stormCanary,
+		Endpoints: []control.Endpoint{{Addr: netip.MustParseAddr("198.19.255.1"), Port: 8080}}})
+	if err := ch.serve(ctx, append(slices.Clip(initial), canary), r.cfg.SyncTimeout); err != nil {
+		return ch, err
+	}
+	if r.cfg.CPUProfileDir != "" {
+		if _, err := ch.request(ctx, control.CmdProfile, control.ReplyOK, r.cfg.SyncTimeout); err != nil {
+			return ch, err
+		}
+	}
+	s0, err := ch.stats(ctx, r.cfg.SyncTimeout)
+	if err != nil {
+		return ch, err
+	}
+	p0 := parentCPU()
+	killed := time.Now()
+	old.kill()
+	// A client between streams names the canary in its next stream's first
+	// request, with the versions it holds.
+	f.ef.Subscribe(stormCanary)
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
+	err = f.ef.WaitAll(wctx, func(s envoysim.State) bool { _, ok := s.Route(stormCanary); return ok })
+	cancel()
+	if err != nil {
+		return ch, fmt.Errorf("storm: waiting for every stream's first answer: %w", err)
+	}
+	answered := time.Now()
+	s1, err := ch.stats(ctx, r.cfg.SyncTimeout)
+	if err != nil {
+		return ch, err
+	}
+	res.FleetCPUSeconds = parentCPU() - p0
+	res.ReconnectSeconds = answered.Sub(killed).Seconds()
+	res.ReconnectCPU = s1.CPUSeconds() - s0.CPUSeconds()
+	res.CPUSeconds = res.ReconnectCPU
+	res.UserSeconds = s1.UserSeconds - s0.UserSeconds
+	res.SystemSeconds = s1.SystemSeconds - s0.SystemSeconds
+	// Then until the fleet is quiet, so a late resend is counted too.
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
+	_, err = f.waitReconnected(rctx, c1, time.Second)
+	cancel()
+	if err != nil {
+		return ch, err
+	}
+	s2, err := ch.stats(ctx, r.cfg.SyncTimeout)
+	if err != nil {
+		return ch, err
+	}
+	c2 := f.stats()
+	resent := c2.Resources - c1.Resources - uint64(len(f.clients))
+	res.Resent = &resent
+	res.ReconnectBytes = c2.Bytes - c1.Bytes
+	res.PeakRSSBytes = max(res.PeakRSSBytes, s2.PeakRSSBytes)
+	if resent != 0 {
+		return ch, fmt.Errorf("storm: %d resources resent to a fleet that held them (beyond one canary per stream)", resent)
+	}
+	if err := f.checkUnchanged(1); err != nil {
+		return ch, fmt.Errorf("after the storm: %w", err)
+	}
+	return ch, nil
 }
 
 // summarize returns the percentiles of lat and its CDF at up to 200 points.

@@ -26,6 +26,12 @@ type Workload struct {
 	Streams        int  `json:"streams"`
 	Wildcard       bool `json:"wildcard,omitempty"`
 	NamesPerStream int  `json:"names_per_stream,omitempty"`
+	// NamesMin, when set, makes each stream want a number of names drawn
+	// uniformly from [NamesMin, NamesPerStream] instead of NamesPerStream.
+	NamesMin int `json:"names_min,omitempty"`
+	// Curve, when set, runs the workload once per entry, with that many
+	// streams (at full scale); Streams is the current point's.
+	Curve []int `json:"curve,omitempty"`
 	// Changes are sent at Rate per second. Single-endpoint changes replace
 	// one endpoint of a random subscribed CLA; with RollingEndpoints > 0
 	// every change is one step of a rolling restart of one CLA.
@@ -35,6 +41,21 @@ type Workload struct {
 	// Restart makes this the reconnect workload: no changes; the server is
 	// restarted once the fleet has converged.
 	Restart bool `json:"restart,omitempty"`
+	// Storm makes a restart a storm: the new server is already listening
+	// (SO_REUSEPORT on the same address) when the old one is killed, so the
+	// whole fleet reconnects within Envoy's first backoff, each client also
+	// asking for a canary CLA it never had: its answer is the stream's first.
+	Storm bool `json:"storm,omitempty"`
+	// Cluster makes this the cluster workload: Slices EndpointSlices of
+	// Endpoints endpoints each, created in a real kube-apiserver, read by
+	// the real deltaeds binary (see cluster.go). No fleet, no server kinds.
+	Cluster bool `json:"cluster,omitempty"`
+	Slices  int  `json:"slices,omitempty"`
+	// SlicesPerService groups the slices into Services (one CLA each).
+	SlicesPerService int `json:"slices_per_service,omitempty"`
+	// Servers, when set, limits the workload to these server kinds (an
+	// anchor whose cost makes the run impractical is left out, and said so).
+	Servers []string `json:"servers,omitempty"`
 }
 
 // The workloads, at full scale, as the issue defines them.
@@ -45,6 +66,19 @@ var fullScale = []Workload{
 	// CLA and 1,000 idle names. 5 rollouts of 100 endpoints, 200 steps each.
 	{Name: "rolling-100", CLAs: 10001, Endpoints: 10, Streams: 100, NamesPerStream: 1000, RollingEndpoints: 100, Changes: 1000, Rate: 100},
 	{Name: "reconnect", CLAs: 10000, Endpoints: 10, Streams: 200, NamesPerStream: 2000, Restart: true},
+	// Issue 14. The same 10,000 CLAs under 1,000, 5,000 and 10,000 streams
+	// of 500-2,000 names each; changes at a rate each point's fleet absorbs
+	// (every change reaches ~1,250 subscribers at 10,000 streams).
+	// SnapshotCache is left out: it sets a snapshot per node per change.
+	{Name: "fleet-curve", CLAs: 10000, Endpoints: 10, Curve: []int{1000, 5000, 10000}, NamesMin: 500, NamesPerStream: 2000,
+		Changes: 1000, Rate: 20, Servers: []string{control.KindDeltaEDS, control.KindLinear, control.KindWire}},
+	// Every stream of the 10,000-stream fleet reconnects at once to a
+	// restarted server, declaring its versions.
+	{Name: "storm", CLAs: 10000, Endpoints: 10, Streams: 10000, NamesMin: 500, NamesPerStream: 2000, Restart: true, Storm: true,
+		Servers: []string{control.KindDeltaEDS, control.KindLinear, control.KindWire}},
+	// 100,000 EndpointSlices of 10 endpoints in a real kube-apiserver,
+	// 4 slices per Service (25,000 CLAs), read by the deltaeds binary.
+	{Name: "cluster-100k", Cluster: true, Slices: 100000, Endpoints: 10, SlicesPerService: 4, Servers: []string{control.KindDeltaEDS}},
 }
 
 // WorkloadNames lists the workloads in run order.
@@ -70,7 +104,7 @@ type Profile struct {
 // bench, a few minutes on 2 cores) and full (the issue's numbers).
 var Profiles = map[string]Profile{
 	"tiny":  {Name: "tiny", Default: 0.02, RateFactor: 4},
-	"short": {Name: "short", Scales: map[string]float64{"contour-8k": 0.25}, Default: 0.2, RateFactor: 1},
+	"short": {Name: "short", Scales: map[string]float64{"contour-8k": 0.25, "fleet-curve": 0.05, "storm": 0.05, "cluster-100k": 0.03}, Default: 0.2, RateFactor: 1},
 	"full":  {Name: "full", Default: 1, RateFactor: 1},
 }
 
@@ -90,10 +124,24 @@ func ScaledWorkload(name string, scale, rateFactor float64) (Workload, error) {
 	w := fullScale[i]
 	sc := func(n, lo int) int { return max(lo, int(math.Round(float64(n)*scale))) }
 	w.Scale = scale
+	if w.Cluster {
+		w.Slices = sc(w.Slices, w.SlicesPerService)
+		return w, nil
+	}
 	w.CLAs = sc(w.CLAs, 50)
 	w.Streams = sc(w.Streams, 4)
+	if w.Curve != nil {
+		w.Curve = slices.Clone(w.Curve)
+		for i, n := range w.Curve {
+			w.Curve[i] = sc(n, 4)
+		}
+		w.Streams = w.Curve[0]
+	}
 	if w.NamesPerStream > 0 {
 		w.NamesPerStream = min(sc(w.NamesPerStream, 10), w.CLAs)
+	}
+	if w.NamesMin > 0 {
+		w.NamesMin = min(sc(w.NamesMin, 5), w.NamesPerStream)
 	}
 	w.Rate *= rateFactor
 	if w.RollingEndpoints > 0 {
@@ -106,19 +154,48 @@ func ScaledWorkload(name string, scale, rateFactor float64) (Workload, error) {
 	return w, nil
 }
 
+// Points returns the workload once per point of its curve (itself alone
+// when it has none).
+func (w Workload) Points() []Workload {
+	if len(w.Curve) == 0 {
+		return []Workload{w}
+	}
+	out := make([]Workload, len(w.Curve))
+	for i, n := range w.Curve {
+		out[i] = w
+		out[i].Streams = n
+	}
+	return out
+}
+
+// RunsOn says whether server kind runs this workload.
+func (w Workload) RunsOn(kind string) bool {
+	return len(w.Servers) == 0 || slices.Contains(w.Servers, kind)
+}
+
 // Describe is a one-line summary of the workload's size.
 func (w Workload) Describe() string {
 	var b strings.Builder
+	if w.Cluster {
+		fmt.Fprintf(&b, "scale %.2f: %d EndpointSlices x %d endpoints in a real kube-apiserver, %d per Service (%d CLAs), read by the deltaeds binary",
+			w.Scale, w.Slices, w.Endpoints, w.SlicesPerService, w.Slices/w.SlicesPerService)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "scale %.2f: %d CLAs x %d endpoints, %d streams", w.Scale, w.CLAs, w.Endpoints, w.Streams)
-	if w.Wildcard {
+	switch {
+	case w.Wildcard:
 		fmt.Fprintf(&b, " (wildcard: %d subscriptions)", w.Streams*w.CLAs)
-	} else {
+	case w.NamesMin > 0:
+		fmt.Fprintf(&b, " x %d-%d names", w.NamesMin, w.NamesPerStream)
+	default:
 		fmt.Fprintf(&b, " x %d names", w.NamesPerStream)
 		if w.RollingEndpoints > 0 {
 			b.WriteString(" + the rolling CLA")
 		}
 	}
 	switch {
+	case w.Storm:
+		b.WriteString(", server killed once converged, its successor already listening: every stream reconnects at once")
 	case w.Restart:
 		b.WriteString(", server restarted once converged")
 	case w.RollingEndpoints > 0:
@@ -191,8 +268,11 @@ func newGen(w Workload, seed uint64) *gen {
 			first = 1 // the rolling CLA is wanted by every stream
 		}
 		pool := w.CLAs - first
-		per := min(w.NamesPerStream, pool)
 		for s := range g.subs {
+			per := min(w.NamesPerStream, pool)
+			if w.NamesMin > 0 && w.NamesMin < per {
+				per = w.NamesMin + g.rng.IntN(per-w.NamesMin+1)
+			}
 			start := s * pool / w.Streams
 			names := make([]int, 0, per+first)
 			if first == 1 {
@@ -232,6 +312,15 @@ func (g *gen) initial() [][]byte {
 		out[i] = control.AppendSet(nil, control.Set{ID: 0, Name: g.names[i], Endpoints: g.eps[i]})
 	}
 	return out
+}
+
+// subscriptions is the number of (stream, name) pairs.
+func (g *gen) subscriptions() int {
+	n := 0
+	for _, c := range g.subscribers {
+		n += int(c)
+	}
+	return n
 }
 
 // expected returns how many CLAs stream s holds once synced.

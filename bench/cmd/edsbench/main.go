@@ -36,6 +36,7 @@ func run() int {
 	flag.StringVar(&servs, "servers", "", "comma-separated servers (default all: deltaeds,linear,snapshot,wire)")
 	flag.Uint64Var(&seed, "seed", 1, "seed of the workloads' random choices")
 	flag.StringVar(&cfg.ResultsDir, "results", "bench/results", "directory for <timestamp>.json and .png; empty writes none")
+	flag.StringVar(&cfg.DeltaedsBinary, "deltaeds", "", "deltaeds binary for the cluster workload (default: build one from this module)")
 	flag.StringVar(&cfg.CPUProfileDir, "cpuprofile", "", "directory for a CPU profile of every child's change phase")
 	flag.DurationVar(&syncT, "sync-timeout", 3*time.Minute, "bound on initial sync and reconnect")
 	flag.DurationVar(&drainT, "drain-timeout", 3*time.Minute, "bound on waiting for the last change to reach every subscriber")
