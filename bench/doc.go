@@ -23,6 +23,20 @@
 //     a new child is started with the same state on the same address, and
 //     the resources the reconnecting clients receive are counted.
 //
+// Issue 14 adds three workloads. fleet-curve runs at several fleet sizes
+// (one table per point, then the curve: peak RSS per stream and per
+// subscription above the wire limit's, CPU per change, p99); storm is the
+// reconnect workload with the successor already listening on the same
+// address (SO_REUSEPORT) when the old server is killed, so every stream
+// reconnects at once, and each client asks for a canary CLA only the
+// successor holds: its arrival is the stream's first answer, and anything
+// else received is a resend that fails the run. cluster-100k has no fleet and
+// no server kinds: it starts a real etcd and kube-apiserver
+// (internal/controlplane, test infrastructure like envoyfleet), creates
+// EndpointSlices directly, and runs the deltaeds binary itself (built by
+// e2e/harness, or -deltaeds) to time its first full sync and read its memory
+// at rest, with the API server's and etcd's alongside.
+//
 // The parent checks what the clients saw: every change must reach every
 // subscriber and the fleet must record no protocol violation, or the run
 // is reported as failed rather than fast.
@@ -32,6 +46,7 @@
 // Tune an anchor to lose, or give one server a different workload, fleet or
 // transport than another. Import the server packages into the parent: the
 // servers live only in the children, so that CPU and memory are the
-// server's alone. Write anywhere but the results directory and the
-// profile directory it is given, or talk to anything but loopback.
+// server's alone. Write anywhere but the results directory, the profile
+// directory it is given and the temporary folder of the cluster workload
+// (removed at its end), or talk to anything but loopback.
 package bench
