@@ -57,7 +57,7 @@ testbin:
 clean-testbin:
 	rm -rf .testbin
 
-test: testbin fmt-check vet lint unit bench-smoke e2e image-test monitoring-test
+test: testbin fmt-check vet lint unit bench-smoke e2e image-test monitoring-test helm-test
 
 # Micro-benchmarks of the store and the Delta server (go test -bench).
 bench-micro:
@@ -114,7 +114,7 @@ demo: testbin build
 IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
 IMAGE_VERSION ?= $(VERSION)
 
-.PHONY: image runc image-test monitoring-test
+.PHONY: image runc image-test monitoring-test helm-test
 
 image:
 	cd deploy/image && $(GO) run ./cmd/deltaeds-image -root ../.. -version '$(IMAGE_VERSION)' \
@@ -140,3 +140,12 @@ image-test: testbin runc image
 # kube-apiserver.
 monitoring-test: testbin
 	cd deploy/monitoring && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
+
+# The Helm chart (deploy/helm/chart; deploy/helm is its own Go module so Helm stays out of the
+# product): rendered with Helm's Go library (no helm binary), it renders the kustomize base's
+# objects with its default values, has a value for every flag of `deltaeds serve` (the binary
+# accepts the args), and every rendering (defaults, mTLS, monitoring, node locality, namespaced,
+# NetworkPolicy) is applied with server-side dry-run to the real kube-apiserver, with the
+# Prometheus Operator's CRDs (fetched as a Go module); SubjectAccessReviews check its RBAC.
+helm-test: testbin
+	cd deploy/helm && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...

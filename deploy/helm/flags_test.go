@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"go.uber.org/goleak"
 	"sigs.k8s.io/yaml"
 )
 
@@ -50,6 +51,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
@@ -198,7 +205,9 @@ func TestEveryServeFlagHasAValue(t *testing.T) {
 			t.Errorf("serve.%s in chart/values.schema.json is no flag of deltaeds serve", name)
 		}
 	}
-	t.Logf("%d flags of deltaeds serve, each a value of the chart", len(flags))
+	if !t.Failed() {
+		t.Logf("%d flags of deltaeds serve, each a value of the chart", len(flags))
+	}
 
 	// Every flag at once: parsed and checked (exit 2 is a usage error), so the binary gets as far
 	// as the files it is given (exit 1).
@@ -272,17 +281,17 @@ var renderings = map[string]map[string]any{
 	},
 	"networkpolicy": {
 		"networkPolicy": map[string]any{
-			"enabled": true,
-			"xdsFrom": []any{map[string]any{"namespaceSelector": map[string]any{}, "podSelector": map[string]any{"matchLabels": map[string]any{"app.kubernetes.io/name": "envoy"}}}},
+			"enabled":   true,
+			"xdsFrom":   []any{map[string]any{"namespaceSelector": map[string]any{}, "podSelector": map[string]any{"matchLabels": map[string]any{"app.kubernetes.io/name": "envoy"}}}},
 			"adminFrom": []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "monitoring"}}}},
 		},
 	},
 	"everything": {
-		"replicaCount": 3,
-		"serve":        map[string]any{"nodeLocality": true, "namespace": []any{"shop"}, "logLevel": "debug"},
-		"rbac":         map[string]any{"services": true},
-		"tls":          map[string]any{"enabled": true, "secretName": "deltaeds-tls"},
-		"service":      map[string]any{"admin": map[string]any{"enabled": true}},
+		"replicaCount":  3,
+		"serve":         map[string]any{"nodeLocality": true, "namespace": []any{"shop"}, "logLevel": "debug"},
+		"rbac":          map[string]any{"services": true},
+		"tls":           map[string]any{"enabled": true, "secretName": "deltaeds-tls"},
+		"service":       map[string]any{"admin": map[string]any{"enabled": true}},
 		"networkPolicy": map[string]any{"enabled": true},
 		"metrics": map[string]any{
 			"serviceMonitor": map[string]any{"enabled": true},

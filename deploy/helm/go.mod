@@ -7,6 +7,7 @@ replace github.com/deltaeds/deltaeds => ../..
 require (
 	github.com/deltaeds/deltaeds v0.0.0
 	github.com/google/go-cmp v0.7.0
+	go.uber.org/goleak v1.3.0
 	helm.sh/helm/v3 v3.22.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
