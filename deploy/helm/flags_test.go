@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,8 +70,9 @@ type serveFlag struct {
 }
 
 // One flag line of urfave/cli's help: "--name PLACEHOLDER [ --name PLACEHOLDER ]  usage (default: X) [$ENV]".
+// The placeholder is "value", or the usage's first `quoted` text, which may hold single spaces.
 var (
-	flagLine   = regexp.MustCompile(`^\s+--([a-z0-9-]+)(?: ([A-Z:]+|value))?(?: \[ [^]]* \])?\s{2,}(.*)\[\$(DELTAEDS_[A-Z0-9_]+)\]\s*$`)
+	flagLine   = regexp.MustCompile(`^\s+--([a-z0-9-]+)(?: (\S+(?: \S+)*?))?(?: \[ --[a-z0-9-]+ [^]]* \])?\s{2,}(.*)\[\$(DELTAEDS_[A-Z0-9_]+)\]\s*$`)
 	defaultEnd = regexp.MustCompile(`\(default: (.*)\) $`)
 )
 
@@ -82,8 +84,18 @@ func serveFlags(t *testing.T) []serveFlag {
 	if err != nil {
 		t.Fatalf("deltaeds serve --help: %v", err)
 	}
+	flags := parseHelp(t, string(out))
+	if len(flags) < 20 {
+		t.Fatalf("deltaeds serve --help shows %d flags; the parser is broken:\n%s", len(flags), out)
+	}
+	return flags
+}
+
+// parseHelp reads the flag lines of urfave/cli's help.
+func parseHelp(t *testing.T, out string) []serveFlag {
+	t.Helper()
 	var flags []serveFlag
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		if !strings.HasPrefix(strings.TrimSpace(line), "--") || !strings.Contains(line, "[$DELTAEDS_") {
 			continue
 		}
@@ -103,10 +115,33 @@ func serveFlags(t *testing.T) []serveFlag {
 		}
 		flags = append(flags, f)
 	}
-	if len(flags) < 20 {
-		t.Fatalf("deltaeds serve --help shows %d flags; the parser is broken:\n%s", len(flags), out)
-	}
 	return flags
+}
+
+// TestParseHelp: the help lines of each kind of flag are read right, including a placeholder of
+// several words (urfave/cli takes the usage's first `quoted` text as the placeholder).
+func TestParseHelp(t *testing.T) {
+	help := `OPTIONS:
+   --include-unready                                also send endpoints (default: false) [$DELTAEDS_INCLUDE_UNREADY]
+   --ip-family value                                address families served: ipv4, ipv6 or dual (default: "dual") [$DELTAEDS_IP_FAMILY]
+   --kubeconfig FILE                                reach the API server with this kubeconfig FILE (default: in-cluster config, else $KUBECONFIG) [$DELTAEDS_KUBECONFIG]
+   --namespace NAMESPACE [ --namespace NAMESPACE ]  watch only this NAMESPACE (repeatable) (default: all namespaces) [$DELTAEDS_NAMESPACE]
+   --tls-key-file FILE        private key FILE of --tls-cert-file (PEM) [$DELTAEDS_TLS_KEY_FILE]
+   --node-name-metadata-key deltaeds bootstrap --node-name  the node.metadata field (deltaeds bootstrap --node-name writes it) (default: "deltaeds.io/node-name") [$DELTAEDS_NODE_NAME_METADATA_KEY]
+   --max-concurrent-streams value        concurrent gRPC streams (default: 4294967295) [$DELTAEDS_MAX_CONCURRENT_STREAMS]
+`
+	want := []serveFlag{
+		{name: "include-unready", def: "false"},
+		{name: "ip-family", placeholder: "value", def: "dual"},
+		{name: "kubeconfig", placeholder: "FILE", def: "in-cluster config, else $KUBECONFIG"},
+		{name: "namespace", placeholder: "NAMESPACE", def: "all namespaces"},
+		{name: "tls-key-file", placeholder: "FILE"},
+		{name: "node-name-metadata-key", placeholder: "deltaeds bootstrap --node-name", def: "deltaeds.io/node-name"},
+		{name: "max-concurrent-streams", placeholder: "value", def: "4294967295"},
+	}
+	if got := parseHelp(t, help); !slices.Equal(got, want) {
+		t.Errorf("parseHelp =\n%+v\nwant\n%+v", got, want)
+	}
 }
 
 // valueName is the chart's value for a flag: serve.<flag in camelCase>.
