@@ -74,8 +74,20 @@ func TestRunTiny(t *testing.T) {
 				runs++
 			}
 		}
+		if wr.Workload.Zones > 0 {
+			runs++ // deltaeds twice: with zone variants, and single-view
+		}
 		if len(wr.Results) != runs {
 			t.Errorf("%s: %d results, want %d", wr.Workload.Name, len(wr.Results), runs)
+		}
+		if wr.Workload.Zones > 0 {
+			for _, r := range wr.Results {
+				zoned := r.Server == "deltaeds"
+				if zoned && (r.VariantsPerChange <= 0 || r.VariantsPerChange > float64(wr.Workload.Zones)) || !zoned && r.VariantsPerChange != 0 {
+					t.Errorf("%s/%s: %.2f variants built per change, want 0 < n <= %d zones with variants, 0 without",
+						wr.Workload.Name, r.Server, r.VariantsPerChange, wr.Workload.Zones)
+				}
+			}
 		}
 		for _, r := range wr.Results {
 			name := wr.Workload.Name + "/" + r.Server

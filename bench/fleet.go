@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -156,6 +157,9 @@ func startFleet(ctx context.Context, addr string, g *gen) (*fleet, error) {
 			cfg.NodeID = fmt.Sprintf("envoy-%04d", i)
 			cfg.Cluster = "bench"
 			cfg.Wildcard = g.subs[i] == nil
+			if g.w.Zones > 0 {
+				cfg.Locality = &corev3.Locality{Zone: control.ZoneName(i % g.w.Zones)}
+			}
 		},
 	})
 	if err != nil {

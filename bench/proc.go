@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,11 +46,14 @@ type child struct {
 
 // startChild starts a server child listening on addr, with SO_REUSEPORT
 // when reusePort is set (a successor can then listen on the same address
-// before this child goes).
-func startChild(cmdFn ChildCommand, kind, addr, profileBase string, reusePort bool, log io.Writer) (*child, error) {
+// before this child goes), serving zone variants when zones > 0.
+func startChild(cmdFn ChildCommand, kind string, zones int, addr, profileBase string, reusePort bool, log io.Writer) (*child, error) {
 	args := []string{"-serve=" + kind, "-addr=" + addr}
 	if reusePort {
 		args = append(args, "-reuseport")
+	}
+	if zones > 0 {
+		args = append(args, "-zones="+strconv.Itoa(zones))
 	}
 	if profileBase != "" {
 		args = append(args, "-cpuprofile="+profileBase+".cpu.pprof", "-memprofile="+profileBase+".heap.pprof")

@@ -180,6 +180,11 @@ func printWorkload(out io.Writer, wr WorkloadReport) {
 		fmt.Fprintln(out, "   (x: the server's figure over deltaeds'; cpu: the child's rusage over the change phase; latency: from a change sent to its last subscriber applying it;")
 		fmt.Fprintln(out, "    fleet cpu: the witness's own CPU over the phase, of 100% per core)")
 	}
+	if zoned, single := wr.resultOf(control.KindDeltaEDS), wr.resultOf(SingleView); w.Zones > 0 && zoned != nil && single != nil {
+		fmt.Fprintf(out, "   deltaeds serving %d zones their variants over serving the plain CLAs (single-view): cpu/chg %s, MB sent %s, peak RSS %s; variants built per change %.2f (zones subscribed to a changed CLA: at most %d)\n",
+			w.Zones, ratio(zoned.CPUPer1kChanges, single.CPUPer1kChanges), ratio(float64(zoned.BytesChanges), float64(single.BytesChanges)),
+			ratio(float64(zoned.PeakRSSBytes), float64(single.PeakRSSBytes)), zoned.VariantsPerChange, w.Zones)
+	}
 	fmt.Fprintln(out)
 }
 
@@ -242,6 +247,25 @@ func evaluateTargets(rep *Report) []Target {
 		lin := wr.resultOf(control.KindLinear)
 		snap := wr.resultOf(control.KindSnapshot)
 		wire := wr.resultOf(control.KindWire)
+		if zones := wr.Workload.Zones; zones > 0 {
+			// Issue 11: serving each zone its variant costs at most the
+			// number of views (zones) subscribed to the changed CLA.
+			single := wr.resultOf(SingleView)
+			add(w, "cpu/change vs single-view", fmt.Sprintf("deltaeds/single-view <= %d (zones)", zones), func() (string, bool, bool) {
+				if d == nil || single == nil || single.CPUPer1kChanges == 0 {
+					return "", false, false
+				}
+				r := d.CPUPer1kChanges / single.CPUPer1kChanges
+				return fmt.Sprintf("%.2f", r), r <= float64(zones), true
+			})
+			add(w, "variants built per change", fmt.Sprintf("<= %d (zones)", zones), func() (string, bool, bool) {
+				if d == nil {
+					return "", false, false
+				}
+				return fmt.Sprintf("%.2f", d.VariantsPerChange), d.VariantsPerChange <= float64(zones), true
+			})
+			continue
+		}
 		if wr.Workload.Restart {
 			add(w, "resources resent on reconnect (nothing changed)", "0", func() (string, bool, bool) {
 				if d == nil || d.Resent == nil {

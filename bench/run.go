@@ -119,6 +119,10 @@ type Result struct {
 	// Cluster workload (see ClusterResult).
 	Cluster *ClusterResult `json:"cluster,omitempty"`
 
+	// VariantsPerChange is the per-view variants the server built per
+	// change (topology workloads).
+	VariantsPerChange float64 `json:"variants_built_per_change,omitempty"`
+
 	PeakRSSBytes     uint64   `json:"peak_rss_bytes"`
 	Violations       int      `json:"violations"`
 	ViolationSamples []string `json:"violation_samples,omitempty"`
@@ -208,12 +212,8 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 	}
 	for wi, w := range workloads {
 		wr := WorkloadReport{Workload: w}
-		for _, kind := range cfg.Servers {
-			if !w.RunsOn(kind) {
-				continue
-			}
-			fmt.Fprintf(cfg.Log, "bench: %s on %s (%s)\n", w.Name, kind, w.Describe())
-			r := &runner{cfg: cfg, w: w, kind: kind, seed: cfg.Seed + uint64(wi), childLog: childLog}
+		for _, r := range runnersFor(cfg, w, cfg.Seed+uint64(wi), childLog) {
+			fmt.Fprintf(cfg.Log, "bench: %s on %s (%s)\n", w.Name, r.label, w.Describe())
 			var res Result
 			var err error
 			if w.Cluster {
@@ -221,13 +221,13 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 			} else {
 				res, err = r.run(ctx)
 			}
-			res.Server = kind
+			res.Server = r.label
 			if err != nil {
 				if ctx.Err() != nil {
-					return rep, fmt.Errorf("bench: %s on %s: %w", w.Name, kind, err)
+					return rep, fmt.Errorf("bench: %s on %s: %w", w.Name, r.label, err)
 				}
 				res.Error = err.Error()
-				fmt.Fprintf(cfg.Log, "bench: %s on %s failed: %v\n", w.Name, kind, err)
+				fmt.Fprintf(cfg.Log, "bench: %s on %s failed: %v\n", w.Name, r.label, err)
 			}
 			wr.Results = append(wr.Results, res)
 		}
@@ -252,20 +252,54 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 	return rep, nil
 }
 
+// SingleView labels deltaeds serving a topology workload's fleet the plain
+// CLAs only, beside itself serving the zone variants.
+const SingleView = "single-view"
+
 // runner runs one workload on one server.
 type runner struct {
-	cfg      Options
-	w        Workload
-	kind     string
+	cfg  Options
+	w    Workload
+	kind string
+	// zones is what the child serves variants for (0: plain CLAs); label
+	// names the run in the report.
+	zones    int
+	label    string
 	seed     uint64
 	childLog io.Writer
+}
+
+// runnersFor returns the runs of workload w: one per selected server, or,
+// for a topology workload, deltaeds serving the zone variants and deltaeds
+// serving the plain CLAs (SingleView) to the same fleet and changes; the
+// other servers have no per-client variants and are left out.
+func runnersFor(cfg Options, w Workload, seed uint64, childLog io.Writer) []*runner {
+	var out []*runner
+	for _, kind := range cfg.Servers {
+		if !w.RunsOn(kind) {
+			continue
+		}
+		r := &runner{cfg: cfg, w: w, kind: kind, label: kind, seed: seed, childLog: childLog}
+		switch {
+		case w.Zones == 0:
+			out = append(out, r)
+		case kind == control.KindDeltaEDS:
+			r.zones = w.Zones
+			single := *r
+			single.zones, single.label = 0, SingleView
+			out = append(out, r, &single)
+		default:
+			fmt.Fprintf(cfg.Log, "bench: %s: skipping %s, which serves no per-client variants\n", w.Name, kind)
+		}
+	}
+	return out
 }
 
 func (r *runner) profilePath(suffix string) string {
 	if r.cfg.CPUProfileDir == "" {
 		return ""
 	}
-	return filepath.Join(r.cfg.CPUProfileDir, r.w.Name+"-"+r.kind+suffix)
+	return filepath.Join(r.cfg.CPUProfileDir, r.w.Name+"-"+r.label+suffix)
 }
 
 func (r *runner) run(ctx context.Context) (Result, error) {
@@ -278,7 +312,7 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	if r.w.Restart {
 		profile = "" // the restarted child is profiled instead
 	}
-	ch, err := startChild(r.cfg.Command, r.kind, "127.0.0.1:0", profile, r.w.Storm, r.childLog)
+	ch, err := startChild(r.cfg.Command, r.kind, r.zones, "127.0.0.1:0", profile, r.w.Storm, r.childLog)
 	if err != nil {
 		return res, err
 	}
@@ -401,6 +435,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 	res.UserSeconds = s2.UserSeconds - s1.UserSeconds
 	res.SystemSeconds = s2.SystemSeconds - s1.SystemSeconds
 	res.CPUPer1kChanges = res.CPUSeconds / float64(sent) * 1000
+	res.VariantsPerChange = float64(s2.VariantBuilds-s1.VariantBuilds) / float64(sent)
 	res.BytesChanges = c2.Bytes - c1.Bytes
 	res.ResourcesChanges = c2.Resources - c1.Resources
 	res.ResponsesChanges = c2.Responses - c1.Responses
@@ -422,7 +457,7 @@ func (r *runner) restart(ctx context.Context, res *Result, old *child, f *fleet,
 	if err := old.quit(10 * time.Second); err != nil {
 		return nil, fmt.Errorf("stop before restart: %w", err)
 	}
-	ch, err := startChild(r.cfg.Command, r.kind, old.addr, r.profilePath("-restarted"), false, r.childLog)
+	ch, err := startChild(r.cfg.Command, r.kind, r.zones, old.addr, r.profilePath("-restarted"), false, r.childLog)
 	if err != nil {
 		return nil, err
 	}
@@ -485,7 +520,7 @@ const stormCanary = "bench/storm/canary"
 // is resent and fails the run. It returns the new child, which the caller
 // must stop.
 func (r *runner) storm(ctx context.Context, res *Result, old *child, f *fleet, c1 fleetStats, initial [][]byte) (*child, error) {
-	ch, err := startChild(r.cfg.Command, r.kind, old.addr, r.profilePath("-restarted"), true, r.childLog)
+	ch, err := startChild(r.cfg.Command, r.kind, r.zones, old.addr, r.profilePath("-restarted"), true, r.childLog)
 	if err != nil {
 		return nil, err
 	}

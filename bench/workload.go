@@ -56,12 +56,22 @@ type Workload struct {
 	// Servers, when set, limits the workload to these server kinds (an
 	// anchor whose cost makes the run impractical is left out, and said so).
 	Servers []string `json:"servers,omitempty"`
+	// Zones, when positive, makes this a topology workload: stream i runs
+	// in zone i mod Zones (its node.locality.zone), every endpoint is in a
+	// zone (control.ZoneOf), and deltaeds serves each zone a variant of
+	// every CLA (its zone's endpoints at priority 0, the others at 1), as it
+	// does for Services with zone hints. Only deltaeds runs it, beside
+	// itself serving the plain CLAs to the same fleet (single-view).
+	Zones int `json:"zones,omitempty"`
 }
 
 // The workloads, at full scale, as the issue defines them.
 var fullScale = []Workload{
 	{Name: "contour-8k", CLAs: 8000, Endpoints: 10, Streams: 4, Wildcard: true, Changes: 2000, Rate: 100},
 	{Name: "fleet", CLAs: 10000, Endpoints: 10, Streams: 200, NamesPerStream: 2000, Changes: 5000, Rate: 200},
+	// fleet over 3 zones: every CLA has a variant per zone (issue 11).
+	{Name: "fleet-zoned", CLAs: 10000, Endpoints: 10, Streams: 200, NamesPerStream: 2000, Changes: 5000, Rate: 200, Zones: 3,
+		Servers: []string{control.KindDeltaEDS}},
 	// One rolling CLA plus 10,000 idle ones; each stream wants the rolling
 	// CLA and 1,000 idle names. 5 rollouts of 100 endpoints, 200 steps each.
 	{Name: "rolling-100", CLAs: 10001, Endpoints: 10, Streams: 100, NamesPerStream: 1000, RollingEndpoints: 100, Changes: 1000, Rate: 100},
@@ -192,6 +202,9 @@ func (w Workload) Describe() string {
 		if w.RollingEndpoints > 0 {
 			b.WriteString(" + the rolling CLA")
 		}
+	}
+	if w.Zones > 0 {
+		fmt.Fprintf(&b, ", over %d zones", w.Zones)
 	}
 	switch {
 	case w.Storm:

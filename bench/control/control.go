@@ -44,6 +44,19 @@ const (
 	MarkerKey    = "change"
 )
 
+// ZoneOf returns the zone of an endpoint address in a topology workload of
+// zones zones: "zone-K", K its last byte mod zones; "" when zones is 0.
+func ZoneOf(addr netip.Addr, zones int) string {
+	if zones <= 0 {
+		return ""
+	}
+	b := addr.As16()
+	return ZoneName(int(b[15]) % zones)
+}
+
+// ZoneName is the name of zone k.
+func ZoneName(k int) string { return "zone-" + strconv.Itoa(k) }
+
 // Endpoint is one endpoint address of a CLA.
 type Endpoint struct {
 	Addr netip.Addr
@@ -155,6 +168,9 @@ type Stats struct {
 	Goroutines   int    `json:"goroutines"`
 	// Applied counts set commands applied since serve.
 	Applied uint64 `json:"applied"`
+	// VariantBuilds counts per-view variants built (deltaeds in a topology
+	// workload); 0 elsewhere.
+	VariantBuilds uint64 `json:"variant_builds,omitempty"`
 }
 
 // CPUSeconds is user plus system time.

@@ -40,12 +40,15 @@ type ChildOptions struct {
 	// ReusePort listens with SO_REUSEPORT, so that a successor can listen
 	// on the same address while this child still runs (the storm workload).
 	ReusePort bool
+	// Zones, when positive, serves each zone its variant of every CLA (see
+	// bench.Workload.Zones); deltaeds only.
+	Zones int
 }
 
 // RunChild runs one server under the control protocol read from in, with
 // answers written to out, until quit, the end of in, or ctx is done.
 func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Writer) (err error) {
-	srv, err := New(ctx, opts.Kind)
+	srv, err := NewZoned(ctx, opts.Kind, opts.Zones)
 	if err != nil {
 		return err
 	}
@@ -134,6 +137,9 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 		case control.CmdStats:
 			st := selfStats()
 			st.Applied = applied
+			if vb, ok := srv.(interface{ VariantBuilds() uint64 }); ok {
+				st.VariantBuilds = vb.VariantBuilds()
+			}
 			b, err := json.Marshal(st)
 			if err != nil {
 				return fmt.Errorf("child: encode stats: %w", err)
@@ -198,6 +204,7 @@ func ChildMain(args []string) int {
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile from the profile command to exit")
 	fs.StringVar(&opts.MemProfile, "memprofile", "", "write a heap profile at exit")
 	fs.BoolVar(&opts.ReusePort, "reuseport", false, "listen with SO_REUSEPORT")
+	fs.IntVar(&opts.Zones, "zones", 0, "serve each of this many zones its variant of every CLA (deltaeds only)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

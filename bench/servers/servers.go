@@ -23,10 +23,17 @@ type Server interface {
 }
 
 // New returns a server of the given kind (one of control.Kinds).
-func New(ctx context.Context, kind string) (Server, error) {
+func New(ctx context.Context, kind string) (Server, error) { return NewZoned(ctx, kind, 0) }
+
+// NewZoned returns a server of the given kind that, with zones > 0, serves
+// each zone its variant of every CLA; only deltaeds can.
+func NewZoned(ctx context.Context, kind string, zones int) (Server, error) {
+	if zones > 0 && kind != control.KindDeltaEDS {
+		return nil, fmt.Errorf("server kind %q cannot serve per-zone variants", kind)
+	}
 	switch kind {
 	case control.KindDeltaEDS:
-		return newDeltaEDS(), nil
+		return newDeltaEDS(zones), nil
 	case control.KindLinear:
 		return newLinear(ctx), nil
 	case control.KindSnapshot:
