@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"flag"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
@@ -220,6 +224,27 @@ func TestValuesAreChecked(t *testing.T) {
 			t.Errorf("%s: %v rendered", name, vals)
 		} else {
 			t.Logf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestHelmLint runs `helm lint`'s checks (Helm's lint package, strict: warnings fail too) on the
+// chart with each rendering's values, against the Kubernetes version .testbin builds.
+func TestHelmLint(t *testing.T) {
+	m := regexp.MustCompile(`(?m)^K8S_VERSION=(v[0-9.]+)$`).FindSubmatch(readFile(t, "../../e2e/testbin/build.sh"))
+	if m == nil {
+		t.Fatal("e2e/testbin/build.sh: no K8S_VERSION")
+	}
+	kv, err := chartutil.ParseKubeVersion(string(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, vals := range renderings {
+		linter := lint.AllWithKubeVersion(chartDir, valuesFromYAML(t, vals), releaseNamespace, kv)
+		for _, msg := range linter.Messages {
+			if msg.Severity > support.InfoSev {
+				t.Errorf("%s: helm lint: %s", name, msg)
+			}
 		}
 	}
 }
