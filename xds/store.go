@@ -52,7 +52,9 @@ type ResourceUpdate struct {
 	ObservedAt time.Time
 	// Variants, when not nil, gives subscriptions at some views a variant
 	// of Message instead (see [Variants]); nil: every view gets Message.
-	// Ignored when Message is nil.
+	// Ignored when Message is nil. Leave it a nil interface for a resource
+	// without variants: a typed nil pointer is a Variants, and the store
+	// then keeps the name's views for nothing.
 	Variants Variants
 }
 
