@@ -265,7 +265,8 @@ func waitAll(t *testing.T, what string, f *envoyfleet.Fleet, pred func(envoysim.
 func describeFleet(f *envoyfleet.Fleet) string {
 	var b strings.Builder
 	for i, c := range f.Clients {
-		fmt.Fprintf(&b, "client %d:", i)
+		st := c.Stats()
+		fmt.Fprintf(&b, "client %d (streams %d, requests %d, responses %d):", i, st.Streams, st.Requests, st.Responses)
 		routes, held := c.Routes(), c.HeldAll()
 		for _, name := range slices.Sorted(maps.Keys(routes)) {
 			r := routes[name]

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -25,6 +27,14 @@ var ErrClosed = errors.New("envoysim: client closed")
 const (
 	defaultBackoff    = 500 * time.Millisecond
 	defaultMaxBackoff = 30 * time.Second
+	// defaultConnectTimeout is Envoy's default cluster connect_timeout
+	// (envoy/config/cluster/v3/cluster.proto: "If not set, a default value
+	// of 5s will be used").
+	defaultConnectTimeout = 5 * time.Second
+	// handshakeUnbounded stands for "no deadline" on the gRPC connection as
+	// a whole: gRPC-Go bounds dial plus handshake plus HTTP/2 preface by
+	// MinConnectTimeout, Envoy bounds none of the preface (see dial).
+	handshakeUnbounded = time.Hour
 )
 
 // transportBackoff is the gRPC connection's own reconnect backoff. Envoy
@@ -90,6 +100,9 @@ func New(cfg Config) *Client {
 	if cfg.MaxBackoff < cfg.Backoff {
 		cfg.MaxBackoff = max(defaultMaxBackoff, cfg.Backoff)
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -136,17 +149,53 @@ func (c *Client) Start(ctx context.Context) error {
 	return nil
 }
 
+// dial makes the client's connection the way Envoy's connection pool times
+// one: the connect timer starts with the connection and stops at its
+// Connected event (ConnPoolImplBase::ActiveClient's connect_timer_, disabled
+// in ConnPoolImplBase::onConnectionEvent, source/common/conn_pool/
+// conn_pool_base.cc), which ConnectionImpl raises once TCP is connected and
+// the transport socket (TLS) has finished its handshake. The HTTP/2 preface
+// and SETTINGS exchange come after and are not timed. gRPC-Go instead bounds
+// all of it by MinConnectTimeout, so a server slow to send its preface (a
+// thousand connections at once on a busy machine) would see every client
+// give up and retry, again and again, where Envoys wait: here TCP gets
+// ConnectTimeout in the dialer, the TLS handshake gets ConnectTimeout too
+// (Envoy's budget covers both together: a small overestimate), and the
+// connection as a whole is left unbounded.
 func (c *Client) dial() (*grpc.ClientConn, error) {
 	creds := c.cfg.Creds
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
+	timeout := c.cfg.ConnectTimeout
+	dialer := &net.Dialer{Timeout: timeout}
 	// Callers can override the transport backoff in DialOptions.
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: transportBackoff, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithTransportCredentials(boundedHandshake{TransportCredentials: creds, timeout: timeout}),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", addr)
+		}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: transportBackoff, MinConnectTimeout: handshakeUnbounded}),
 	}
 	return grpc.NewClient(c.cfg.Target, append(opts, c.cfg.DialOptions...)...)
+}
+
+// boundedHandshake gives the transport credentials' client handshake (TLS)
+// the connect timeout, the part of Envoy's connect timer that comes after
+// TCP (see dial).
+type boundedHandshake struct {
+	credentials.TransportCredentials
+	timeout time.Duration
+}
+
+func (b boundedHandshake) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	return b.TransportCredentials.ClientHandshake(ctx, authority, conn)
+}
+
+func (b boundedHandshake) Clone() credentials.TransportCredentials {
+	return boundedHandshake{TransportCredentials: b.TransportCredentials.Clone(), timeout: b.timeout}
 }
 
 // Run starts the client and blocks until ctx is cancelled or Close is

@@ -51,6 +51,12 @@
 //     interval that starts at 500ms and doubles to 30s, reset once a stream
 //     delivers a message. [Config.Backoff] overrides it for tests; figures
 //     quoted as recovery times use the default.
+//   - The connection is timed as Envoy's connection pool times it: the
+//     connect timer (the cluster's connect_timeout, [Config.ConnectTimeout],
+//     5s by default) runs from the TCP connect until the Connected event,
+//     after TLS (ConnPoolImplBase::onConnectionEvent,
+//     source/common/conn_pool/conn_pool_base.cc); the HTTP/2 preface and
+//     the stream after it are not timed.
 //   - A request is legacy wildcard only when it subscribes and unsubscribes
 //     nothing (delta_subscription_state.cc), so the client never sends a
 //     first request before it wants a name.

@@ -75,6 +75,11 @@ type Config struct {
 	// shorter ones, but figures quoted as recovery times use the defaults.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
+	// ConnectTimeout is the xDS cluster's connect_timeout (Envoy's default,
+	// 5s, when zero). As in Envoy it bounds establishing the connection
+	// (TCP, then the TLS handshake when Creds has one), never the HTTP/2
+	// preface or the stream: see [Client.dial].
+	ConnectTimeout time.Duration
 }
 
 // Held is one resource as the client's xDS state holds it: what the server
