@@ -53,9 +53,22 @@
 // plain CLA stays what a client that tells no place receives. (The store's
 // per-view variants that serve them are issue 11's next step.)
 //
+// # Translating a large Service again
+//
+// [ServiceCache] gives what [Service] gives, for a Service translated
+// again and again as its slices change, at a cost that follows the change:
+// it keeps each slice's translated endpoints (by UID and resourceVersion),
+// each port's merged, paired and ordered endpoints, and each endpoint's
+// encoding, and returns with every CLA its deterministic encoding in
+// pieces (Result.Encoded), so a one-endpoint change in a 10,000-endpoint
+// Service neither re-translates nor re-marshals the other 9,999. The state
+// is the caller's, explicitly: one cache per Service, used by one
+// goroutine at a time.
+//
 // # What it must never do
 //
-// Do I/O, hold state between calls, log, or import gRPC, client-go informers,
+// Do I/O, hold state between calls (other than a [ServiceCache] the caller
+// owns), log, or import gRPC, client-go informers,
 // or the xds, delta and watch packages. Its functions are pure: equal inputs,
 // in any order, give byte-identical output under deterministic marshalling,
 // which is what lets the store skip updates that change nothing. Malformed

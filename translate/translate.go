@@ -157,6 +157,13 @@ type Result struct {
 	// [Topology]. The CLA in CLAs is what a client that tells no place, or
 	// one for which no rule applies, receives.
 	Topologies map[string]*Topology
+	// Encoded is set by [ServiceCache.Translate] only: Encoded[i],
+	// concatenated, is CLAs[i] under deterministic marshalling
+	// (proto.MarshalOptions{Deterministic: true}), byte for byte, built
+	// from pieces encoded once per endpoint. It is nil for a CLA whose
+	// pieces could not be encoded: marshal that CLA instead. The pieces
+	// are shared with later results and must not be modified.
+	Encoded [][][]byte
 }
 
 // state is an endpoint's standing, ordered best first: when duplicates of one

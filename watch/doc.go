@@ -9,8 +9,10 @@
 // nothing but note when a Service's first unprocessed event was seen and add
 // its key (namespace/name) to the queue, so a burst of changes to one Service
 // is one translation and the informer is never held up. Workers read every
-// slice of the Service from the informer's index, call translate.Service, and
-// apply the Service's CLAs to the store in one batch. Equal content is a no-op
+// slice of the Service from the informer's index, call translate.Service (or,
+// for a Service of 1,000 endpoints or more, its translate.ServiceCache, which
+// re-translates and re-encodes only what changed and hands the store the
+// encoded bytes), and apply the Service's CLAs to the store in one batch. Equal content is a no-op
 // in the store, so relists after a watch restart or a 410 Gone cost nothing
 // downstream.
 //

@@ -35,6 +35,14 @@ const (
 	DefaultProbeInterval = 10 * time.Second
 )
 
+// cacheMinEndpoints is the size, in endpoint entries over all its slices,
+// from which a Service is translated through a translate.ServiceCache: a
+// change then costs what the changed slices and endpoints cost, rather than
+// the whole Service, for about a kilobyte of memory per endpoint. Smaller
+// Services are translated whole, which at this size costs under a
+// millisecond, and hold nothing between changes.
+const cacheMinEndpoints = 1000
+
 // Config configures a Watcher.
 type Config struct {
 	Client kubernetes.Interface
@@ -92,10 +100,16 @@ type Watcher struct {
 	// seen (time.Time). Handlers only LoadOrStore; workers LoadAndDelete.
 	observed sync.Map
 
-	mu sync.Mutex // guards services
+	mu sync.Mutex // guards services and caches
 	// services remembers, per Service key, the CLA names it published and,
 	// for names it no longer produces, since when they have been empty.
 	services map[string]*published
+	// caches holds, per Service key of a Service of at least
+	// cacheMinEndpoints endpoints, its translate.ServiceCache. A cache is
+	// used only by the goroutine syncing its key, which the workqueue makes
+	// one at a time (and Run's first pass runs before any worker): the map
+	// is guarded by mu, a cache itself is never shared.
+	caches map[string]*translate.ServiceCache
 
 	lastEvent atomic.Int64 // unix nanos of the last informer event or successful list
 	// synced is closed once the first list is translated and the store
@@ -142,6 +156,7 @@ func New(cfg Config) (*Watcher, error) {
 		metrics:   cfg.Metrics,
 		informers: make(map[string]cache.SharedIndexInformer),
 		services:  make(map[string]*published),
+		caches:    make(map[string]*translate.ServiceCache),
 		synced:    make(chan struct{}),
 		api:       newAPIServer(readyzProbe(cfg.Client), cfg.ProbeInterval, cfg.Logger, cfg.Metrics),
 	}
@@ -383,6 +398,32 @@ func (w *Watcher) slicesOf(namespace, key string) []*discoveryv1.EndpointSlice {
 	return out
 }
 
+// translate translates one Service: through its ServiceCache when it is
+// large (see cacheMinEndpoints), which only the caller, the goroutine
+// syncing key, uses; whole otherwise, dropping any cache it had. Both give
+// the same CLAs.
+func (w *Watcher) translate(key, namespace, name string, in []*discoveryv1.EndpointSlice) translate.Result {
+	n := 0
+	for _, s := range in {
+		n += len(s.Endpoints)
+	}
+	w.mu.Lock()
+	c := w.caches[key]
+	switch {
+	case n < cacheMinEndpoints:
+		delete(w.caches, key)
+		c = nil
+	case c == nil:
+		c = translate.NewServiceCache(namespace, name)
+		w.caches[key] = c
+	}
+	w.mu.Unlock()
+	if c == nil {
+		return translate.Service(namespace, name, in, w.cfg.Translate)
+	}
+	return c.Translate(in, w.cfg.Translate)
+}
+
 // sync translates one Service and applies its CLAs in one batch.
 func (w *Watcher) sync(key string) {
 	var observedAt time.Time
@@ -394,16 +435,22 @@ func (w *Watcher) sync(key string) {
 		return
 	}
 	start := time.Now()
-	res := translate.Service(namespace, name, w.slicesOf(namespace, key), w.cfg.Translate)
+	res := w.translate(key, namespace, name, w.slicesOf(namespace, key))
 	w.metrics.TranslateDuration.Observe(time.Since(start).Seconds())
 	w.metrics.countSkipped(res.Skipped)
 
 	now := time.Now()
 	updates := make([]xds.ResourceUpdate, 0, len(res.CLAs))
 	produced := make(map[string]bool, len(res.CLAs))
-	for _, c := range res.CLAs {
+	for i, c := range res.CLAs {
 		produced[c.ClusterName] = true
-		updates = append(updates, xds.ResourceUpdate{Name: c.ClusterName, Message: c, ObservedAt: observedAt})
+		u := xds.ResourceUpdate{Name: c.ClusterName, Message: c, ObservedAt: observedAt}
+		if i < len(res.Encoded) {
+			// Byte for byte the deterministic marshal of c: the store
+			// hashes and frames it instead of marshaling c again.
+			u.Encoded = res.Encoded[i]
+		}
+		updates = append(updates, u)
 	}
 
 	w.mu.Lock()

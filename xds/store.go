@@ -56,6 +56,10 @@ type ResourceUpdate struct {
 	// without variants: a typed nil pointer is a Variants, and the store
 	// then keeps the name's views for nothing.
 	Variants Variants
+	// Encoded, when not nil, is Message's deterministic encoding in
+	// pieces (see NewEncodedResource): Apply hashes and frames it instead
+	// of marshaling Message.
+	Encoded [][]byte
 }
 
 // ApplyResult reports what a [Store.Apply] did.
@@ -234,13 +238,39 @@ func NewResource(name, typeURL string, m proto.Message) (*Resource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal %s %q: %w", typeURL, name, err)
 	}
-	sum := sha256.Sum256(b)
+	return newResource(name, typeURL, [][]byte{b}, len(b), sha256.Sum256(b)), nil
+}
+
+// NewEncodedResource is NewResource for a message already encoded: the
+// pieces, concatenated, must be its deterministic encoding (what
+// proto.MarshalOptions{Deterministic: true}.Marshal returns), which is what
+// the version hashes and the wire carries. They are copied, once, into the
+// framed bytes, so a caller may build them from cached per-part encodings
+// (translate.ServiceCache does) and keep them. It fails on no pieces.
+func NewEncodedResource(name, typeURL string, pieces [][]byte) (*Resource, error) {
+	if pieces == nil {
+		return nil, fmt.Errorf("encoded %s %q: no bytes", typeURL, name)
+	}
+	h := sha256.New()
+	size := 0
+	for _, p := range pieces {
+		h.Write(p)
+		size += len(p)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return newResource(name, typeURL, pieces, size, sum), nil
+}
+
+// newResource frames the encoding held in pieces (size bytes in all, of
+// hash sum).
+func newResource(name, typeURL string, pieces [][]byte, size int, sum [sha256.Size]byte) *Resource {
 	version := base64.RawURLEncoding.EncodeToString(sum[:16])
 
 	// Field order is the one deterministic marshaling uses: version (1),
 	// resource (2), name (3); inside the Any, type_url (1), value (2).
 	anyLen := protowire.SizeTag(1) + protowire.SizeBytes(len(typeURL)) +
-		protowire.SizeTag(2) + protowire.SizeBytes(len(b))
+		protowire.SizeTag(2) + protowire.SizeBytes(size)
 	resLen := protowire.SizeTag(1) + protowire.SizeBytes(len(version)) +
 		protowire.SizeTag(2) + protowire.SizeBytes(anyLen) +
 		protowire.SizeTag(3) + protowire.SizeBytes(len(name))
@@ -254,18 +284,20 @@ func NewResource(name, typeURL string, m proto.Message) (*Resource, error) {
 	framed = protowire.AppendTag(framed, 1, protowire.BytesType)
 	framed = protowire.AppendString(framed, typeURL)
 	framed = protowire.AppendTag(framed, 2, protowire.BytesType)
-	framed = protowire.AppendVarint(framed, uint64(len(b)))
+	framed = protowire.AppendVarint(framed, uint64(size))
 	value := len(framed)
-	framed = append(framed, b...)
+	for _, p := range pieces {
+		framed = append(framed, p...)
+	}
 	framed = protowire.AppendTag(framed, 3, protowire.BytesType)
 	framed = protowire.AppendString(framed, name)
 
 	wire := &discoveryv3.Resource{
 		Name:     name,
 		Version:  version,
-		Resource: &anypb.Any{TypeUrl: typeURL, Value: framed[value : value+len(b) : value+len(b)]},
+		Resource: &anypb.Any{TypeUrl: typeURL, Value: framed[value : value+size : value+size]},
 	}
-	return &Resource{Name: name, Version: version, Wire: wire, Framed: framed, WireSize: len(framed)}, nil
+	return &Resource{Name: name, Version: version, Wire: wire, Framed: framed, WireSize: len(framed)}
 }
 
 // Apply sets and deletes many names of one type in one call. Each changed
@@ -289,7 +321,13 @@ func (s *Store) Apply(typeURL string, updates []ResourceUpdate) (ApplyResult, er
 			prepared[u.Name] = nil
 			continue
 		}
-		r, err := NewResource(u.Name, typeURL, u.Message)
+		var r *Resource
+		var err error
+		if u.Encoded != nil {
+			r, err = NewEncodedResource(u.Name, typeURL, u.Encoded)
+		} else {
+			r, err = NewResource(u.Name, typeURL, u.Message)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
