@@ -521,10 +521,11 @@ func (ps *portState) settle(dual bool, namespace string) {
 		if old != nil {
 			if !bulk {
 				i, found := slices.BinarySearchFunc(ps.order, old, compareEntries)
-				if !found || ps.order[i] != old {
-					panic("translate: ServiceCache order lost an entry") // an internal invariant, tested
+				if found && ps.order[i] == old {
+					ps.order = slices.Delete(ps.order, i, i+1)
+				} else {
+					bulk = true // cannot happen (keys are unique); rebuild the order rather than guess
 				}
-				ps.order = slices.Delete(ps.order, i, i+1)
 			}
 			delete(ps.outs, k)
 			if hinted(&old.h) {
