@@ -36,8 +36,10 @@ func indexByService(obj any) ([]string, error) {
 }
 
 // slimSlice keeps only what translate reads and what the informer needs.
-// At 10,000+ Services, managedFields, annotations and hints would otherwise
-// be most of the memory the process holds.
+// At 10,000+ Services, managedFields and annotations would otherwise be most
+// of the memory the process holds. The endpoints' topology hints are kept:
+// translate builds each CLA's variants for where a client runs from them
+// (translate.Topology).
 func slimSlice(obj any) (any, error) {
 	s, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
@@ -69,6 +71,7 @@ func slimSlice(obj any) (any, error) {
 				NodeName:   e.NodeName,
 				Zone:       e.Zone,
 				Hostname:   e.Hostname,
+				Hints:      e.Hints,
 			}
 			if len(e.Addresses) > 0 {
 				// Kubernetes defines the other addresses as fungible; only the

@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -233,7 +234,7 @@ func TestSlimSliceKeepsWhatTranslateReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(slim.ManagedFields) != 0 || len(slim.Annotations) != 0 || len(slim.OwnerReferences) != 0 || slim.Endpoints[0].Hints != nil {
+	if len(slim.ManagedFields) != 0 || len(slim.Annotations) != 0 || len(slim.OwnerReferences) != 0 {
 		t.Fatalf("transform kept unread fields: %+v", slim)
 	}
 	if len(slim.Endpoints[0].Addresses) != 1 {
@@ -243,6 +244,7 @@ func TestSlimSliceKeepsWhatTranslateReads(t *testing.T) {
 	// the UID keeps translate from pairing the two into one host.
 	in6 := v6(slice("ns", "web-3", "web", 8080, "fd00::1"))
 	in6.Endpoints[0].TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: "web-abc", Namespace: "ns", UID: "u2"}
+	in6.Endpoints[0].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z2"}}}
 	out6, err := slimSlice(in6)
 	if err != nil {
 		t.Fatal(err)
@@ -253,6 +255,16 @@ func TestSlimSliceKeepsWhatTranslateReads(t *testing.T) {
 	// Two endpoints: the newer slice's TCP one, and the re-created pod's IPv6 one on its own.
 	if len(full.CLAs) != 1 || endpointCount(full.CLAs[0]) != 2 || !proto.Equal(full.CLAs[0], lean.CLAs[0]) {
 		t.Fatalf("translation differs after the transform:\n%v\n%v", full.CLAs, lean.CLAs)
+	}
+	// The hints are kept: the variants translate builds from them are too.
+	if !reflect.DeepEqual(slim.Endpoints[0].Hints, in.Endpoints[0].Hints) {
+		t.Fatalf("hints %+v, want %+v", slim.Endpoints[0].Hints, in.Endpoints[0].Hints)
+	}
+	name := full.CLAs[0].ClusterName
+	view := translate.View{Zone: "z1"}
+	if full.Topologies[name] == nil || lean.Topologies[name].Key(view) != full.Topologies[name].Key(view) ||
+		!proto.Equal(lean.Topologies[name].CLA(view), full.Topologies[name].CLA(view)) {
+		t.Fatalf("variants differ after the transform: %v, %v", full.Topologies, lean.Topologies)
 	}
 }
 
