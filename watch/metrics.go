@@ -21,6 +21,10 @@ type Metrics struct {
 	// relabelled, deleted) under Config.NodeLocality; each re-translates
 	// the Services with an endpoint on the Node.
 	NodeRegionChanges prometheus.Counter
+	// ServicePolicyChanges counts Services whose internalTrafficPolicy
+	// became or stopped being Local (created, edited, deleted) under
+	// Config.InternalTrafficPolicy; each re-translates the Service.
+	ServicePolicyChanges prometheus.Counter
 
 	// The Service workqueue's own figures: a growing depth or queue duration
 	// is the event backlog that delays endpoints during rolling restarts.
@@ -61,6 +65,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		NodeRegionChanges: f.NewCounter(prometheus.CounterOpts{
 			Name: "deltaeds_node_region_changes_total", Help: "Nodes whose topology.kubernetes.io/region changed (--node-locality); each re-translates the Services with an endpoint on it.",
+		}),
+		ServicePolicyChanges: f.NewCounter(prometheus.CounterOpts{
+			Name: "deltaeds_service_policy_changes_total", Help: "Services whose internalTrafficPolicy became or stopped being Local (--internal-traffic-policy); each re-translates the Service.",
 		}),
 		QueueDepth: f.NewGauge(prometheus.GaugeOpts{
 			Name: "deltaeds_workqueue_depth", Help: "Services waiting in the workqueue to be translated.",

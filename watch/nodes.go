@@ -68,7 +68,7 @@ func slimNode(obj any) (any, error) {
 }
 
 // newNodeInformer builds the cluster-scoped Node informer of
-// Config.NodeLocality and registers its handlers; it starts with the
+// Config.NodeLocality and Config.NodeZones and registers its handlers; it starts with the
 // watcher's other factories.
 func (w *Watcher) newNodeInformer() (informers.SharedInformerFactory, cache.SharedIndexInformer, error) {
 	f := informers.NewSharedInformerFactoryWithOptions(w.cfg.Client, 0, informers.WithTransform(slimNode))
@@ -110,7 +110,9 @@ func (w *Watcher) onNode(oldObj, obj any) {
 	if name == "" {
 		name = oldName
 	}
-	if name == "" || oldRegion == region || !w.Synced() {
+	// Under Config.NodeZones alone, a Node's labels change nothing
+	// translated: a client's zone is read once, when its stream starts.
+	if !w.cfg.NodeLocality || name == "" || oldRegion == region || !w.Synced() {
 		return
 	}
 	w.metrics.NodeRegionChanges.Inc()

@@ -271,6 +271,19 @@ func (a *apiServer) endpointSliceInformer(namespace, selector string) internalin
 	}
 }
 
+// serviceInformer builds, for an informer factory, the Service informer of one namespace ("" for
+// all) as client-go's generated one does, with calls going through hold.
+func (a *apiServer) serviceInformer(namespace string) internalinterfaces.NewInformerFunc {
+	return func(client kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		services := client.CoreV1().Services(namespace)
+		return a.informer(client, resync, &corev1.Service{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return services.List(ctx, o) },
+			func(ctx context.Context, o metav1.ListOptions) (apiwatch.Interface, error) {
+				return services.Watch(ctx, o)
+			})
+	}
+}
+
 // nodeInformer builds, for an informer factory, the cluster-scoped Node informer as client-go's
 // generated one does, with calls going through hold.
 func (a *apiServer) nodeInformer() internalinterfaces.NewInformerFunc {

@@ -62,6 +62,18 @@ type Config struct {
 	// node.locality against region, zone and sub_zone together. It sets
 	// Translate.NodeRegion.
 	NodeLocality bool
+	// NodeZones watches Nodes (cluster-scoped, read-only) so that
+	// [Watcher.NodeZone] answers the zone of a Node, from its
+	// topology.kubernetes.io/zone label: the zone of a client that tells
+	// only its node name. One Node informer serves both this and
+	// NodeLocality.
+	NodeZones bool
+	// InternalTrafficPolicy watches Services (read-only, in Namespaces) and
+	// sets Translate.InternalTrafficLocal for each Service whose
+	// spec.internalTrafficPolicy is Local: a client that tells its node then
+	// gets only the endpoints on that node (translate.Topology). A Service
+	// whose policy changes is translated again.
+	InternalTrafficPolicy bool
 	// DeletedGracePeriod: see DefaultDeletedGracePeriod; 0 means the default.
 	DeletedGracePeriod time.Duration
 	// Workers translating Services concurrently; 0 means DefaultWorkers.
@@ -93,8 +105,12 @@ type Watcher struct {
 	// informers by namespace ("" when watching all namespaces).
 	informers map[string]cache.SharedIndexInformer
 	factories []informers.SharedInformerFactory
-	// nodes is the Node informer of Config.NodeLocality, else nil.
+	// nodes is the Node informer of Config.NodeLocality or
+	// Config.NodeZones, else nil.
 	nodes cache.SharedIndexInformer
+	// serviceInformers by namespace ("" when watching all namespaces),
+	// under Config.InternalTrafficPolicy; else empty.
+	serviceInformers map[string]cache.SharedIndexInformer
 
 	// observed holds, per Service key, when its first unprocessed event was
 	// seen (time.Time). Handlers only LoadOrStore; workers LoadAndDelete.
@@ -151,14 +167,15 @@ func New(cfg Config) (*Watcher, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	w := &Watcher{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		metrics:   cfg.Metrics,
-		informers: make(map[string]cache.SharedIndexInformer),
-		services:  make(map[string]*published),
-		caches:    make(map[string]*translate.ServiceCache),
-		synced:    make(chan struct{}),
-		api:       newAPIServer(readyzProbe(cfg.Client), cfg.ProbeInterval, cfg.Logger, cfg.Metrics),
+		cfg:              cfg,
+		log:              cfg.Logger,
+		metrics:          cfg.Metrics,
+		informers:        make(map[string]cache.SharedIndexInformer),
+		serviceInformers: make(map[string]cache.SharedIndexInformer),
+		services:         make(map[string]*published),
+		caches:           make(map[string]*translate.ServiceCache),
+		synced:           make(chan struct{}),
+		api:              newAPIServer(readyzProbe(cfg.Client), cfg.ProbeInterval, cfg.Logger, cfg.Metrics),
 	}
 	namespaces := cfg.Namespaces
 	if len(namespaces) == 0 {
@@ -196,14 +213,24 @@ func New(cfg Config) (*Watcher, error) {
 		}
 		w.informers[ns] = inf
 		w.factories = append(w.factories, f)
+		if cfg.InternalTrafficPolicy {
+			f, inf, err := w.newServiceInformer(ns)
+			if err != nil {
+				return nil, err
+			}
+			w.serviceInformers[ns] = inf
+			w.factories = append(w.factories, f)
+		}
 	}
-	if cfg.NodeLocality {
+	if cfg.NodeLocality || cfg.NodeZones {
 		f, inf, err := w.newNodeInformer()
 		if err != nil {
 			return nil, err
 		}
 		w.nodes = inf
 		w.factories = append(w.factories, f)
+	}
+	if cfg.NodeLocality {
 		w.cfg.Translate.NodeRegion = w.nodeRegion
 	}
 	// Envoy ignores an EDS removal and keeps routing to the old hosts, so a
@@ -283,8 +310,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}()
 
 	w.log.Info("waiting for the first EndpointSlice list", zap.Int("informers", len(w.informers)))
-	syncs := make([]cache.InformerSynced, 0, len(w.informers)+1)
+	syncs := make([]cache.InformerSynced, 0, len(w.informers)+len(w.serviceInformers)+1)
 	for _, inf := range w.informers {
+		syncs = append(syncs, inf.HasSynced)
+	}
+	for _, inf := range w.serviceInformers {
 		syncs = append(syncs, inf.HasSynced)
 	}
 	if w.nodes != nil {
@@ -402,7 +432,7 @@ func (w *Watcher) slicesOf(namespace, key string) []*discoveryv1.EndpointSlice {
 // large (see cacheMinEndpoints), which only the caller, the goroutine
 // syncing key, uses; whole otherwise, dropping any cache it had. Both give
 // the same CLAs.
-func (w *Watcher) translate(key, namespace, name string, in []*discoveryv1.EndpointSlice) translate.Result {
+func (w *Watcher) translate(key, namespace, name string, in []*discoveryv1.EndpointSlice, opts translate.Options) translate.Result {
 	n := 0
 	for _, s := range in {
 		n += len(s.Endpoints)
@@ -419,9 +449,9 @@ func (w *Watcher) translate(key, namespace, name string, in []*discoveryv1.Endpo
 	}
 	w.mu.Unlock()
 	if c == nil {
-		return translate.Service(namespace, name, in, w.cfg.Translate)
+		return translate.Service(namespace, name, in, opts)
 	}
-	return c.Translate(in, w.cfg.Translate)
+	return c.Translate(in, opts)
 }
 
 // sync translates one Service and applies its CLAs in one batch.
@@ -435,7 +465,9 @@ func (w *Watcher) sync(key string) {
 		return
 	}
 	start := time.Now()
-	res := w.translate(key, namespace, name, w.slicesOf(namespace, key))
+	opts := w.cfg.Translate
+	opts.InternalTrafficLocal = w.serviceLocal(namespace, key)
+	res := w.translate(key, namespace, name, w.slicesOf(namespace, key), opts)
 	w.metrics.TranslateDuration.Observe(time.Since(start).Seconds())
 	w.metrics.countSkipped(res.Skipped)
 
@@ -449,6 +481,11 @@ func (w *Watcher) sync(key string) {
 			// Byte for byte the deterministic marshal of c: the store
 			// hashes and frames it instead of marshaling c again.
 			u.Encoded = res.Encoded[i]
+		}
+		if t := res.Topologies[c.ClusterName]; t != nil {
+			// The store builds, for each view subscribed to the name, the
+			// variant it gets; nil: every view gets c.
+			u.Variants = claVariants{t}
 		}
 		updates = append(updates, u)
 	}
