@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 
+	"github.com/deltaeds/deltaeds/bootstrap"
 	"github.com/deltaeds/deltaeds/delta"
 	"github.com/deltaeds/deltaeds/translate"
 	"github.com/deltaeds/deltaeds/watch"
@@ -39,6 +40,11 @@ type serveConfig struct {
 	ServiceProxyName string
 	IncludeUnready   bool
 	NodeLocality     bool
+	// ZoneFromNode runs the Node informer so that a client telling only its
+	// node name gets its zone from the Node's label.
+	ZoneFromNode bool
+	// InternalTrafficPolicy watches Services for internalTrafficPolicy.
+	InternalTrafficPolicy bool
 	// IPFamily is --ip-family as given: ipv4, ipv6 or dual
 	// (translate.ParseIPFamily).
 	IPFamily           string
@@ -62,6 +68,9 @@ type serveConfig struct {
 	// MaxConcurrentStreams bounds the streams of one HTTP/2 connection, in
 	// 1..math.MaxUint32 (gRPC's own default, no limit).
 	MaxConcurrentStreams uint64
+	// NodeNameMetadataKey is the node.metadata field holding a client's
+	// Kubernetes node name; "" reads none.
+	NodeNameMetadataKey string
 	// AckTimeout ends a stream whose response waits longer for its ACK or
 	// NACK; 0 means never.
 	AckTimeout time.Duration
@@ -138,6 +147,10 @@ func serveFlags(cfg *serveConfig, namespaces *cli.StringSlice) []serveFlag {
 			Usage: "also send endpoints that are neither ready nor terminating-but-serving, as UNHEALTHY at priority 2 (after the terminating fallback): visible in Envoy's admin, never carrying traffic while a ready or terminating endpoint is healthy"}, nil},
 		{&cli.BoolFlag{Category: catKube, Name: "node-locality", Destination: &cfg.NodeLocality,
 			Usage: "watch Nodes (cluster-scoped get/list/watch) and put each endpoint's region, from its Node's topology.kubernetes.io/region label, in its CLA locality next to the zone, so that Envoys whose bootstrap sets node.locality.region find their local hosts"}, nil},
+		{&cli.BoolFlag{Category: catKube, Name: "zone-from-node", Destination: &cfg.ZoneFromNode,
+			Usage: "watch Nodes (cluster-scoped get/list/watch; one informer with --node-locality) so that an Envoy that tells its node name (--node-name-metadata-key) but no node.locality.zone is served the endpoints for the zone of its Node's topology.kubernetes.io/zone label. The zone is read when the stream starts and kept for its life"}, nil},
+		{&cli.BoolFlag{Category: catKube, Name: "internal-traffic-policy", Destination: &cfg.InternalTrafficPolicy,
+			Usage: "watch Services (get/list/watch in the watched namespaces) and honour internalTrafficPolicy: Local, as kube-proxy does: an Envoy that tells its node name gets only the endpoints on its node (none: an empty CLA). Without it every Service is served as Cluster"}, nil},
 		{&cli.StringFlag{Category: catKube, Name: "ip-family", Value: translate.IPFamilyDual.String(), Destination: &cfg.IPFamily,
 			Usage: "address families served: ipv4, ipv6 or dual. dual (the default) is what a dual-stack cluster's Envoys can use, every pod and node having both families, and serves the one family of a single-stack cluster: a pod in both is one endpoint, its IPv4 address with the IPv6 one in additional_addresses (Envoy connects with Happy Eyeballs). ipv4 or ipv6 is for Envoys with one family only; the other family's EndpointSlices are ignored and counted"},
 			func(name string) error {
@@ -211,6 +224,8 @@ func serveFlags(cfg *serveConfig, namespaces *cli.StringSlice) []serveFlag {
 				}
 				return nil
 			}},
+		{&cli.StringFlag{Category: catXDS, Name: "node-name-metadata-key", Value: bootstrap.NodeNameMetadataKey, Destination: &cfg.NodeNameMetadataKey,
+			Usage: "the node.metadata field in which an Envoy tells the name of the Kubernetes node it runs on (`deltaeds bootstrap --node-name` writes it); with node.locality.zone it chooses the CLA variant the Envoy gets (topology hints, internalTrafficPolicy). \"\" reads none"}, nil},
 		{&cli.DurationFlag{Category: catXDS, Name: "ack-timeout", Value: 0, Destination: &cfg.AckTimeout,
 			Usage: "end a Delta xDS stream with DEADLINE_EXCEEDED when a response is neither ACKed nor NACKed within this long (the client reconnects); 0 means never"},
 			nonNegative(&cfg.AckTimeout)},

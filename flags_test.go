@@ -41,22 +41,24 @@ func TestFlagsReachConfig(t *testing.T) {
 		Kubeconfig: "/k", KubeQPS: 7.5, KubeBurst: 9,
 		XDSAddress: "127.0.0.1:1", AdminAddress: "127.0.0.1:2",
 		Namespaces: []string{"a", "b"}, LabelSelector: "x=y", ServiceProxyName: "p",
-		IncludeUnready: true, NodeLocality: true, IPFamily: "ipv6", DeletedGracePeriod: time.Second, Workers: 3, ProbeInterval: 2 * time.Second,
+		IncludeUnready: true, NodeLocality: true, ZoneFromNode: true, InternalTrafficPolicy: true, IPFamily: "ipv6", DeletedGracePeriod: time.Second, Workers: 3, ProbeInterval: 2 * time.Second,
 		TLSCertFile: "/c", TLSKeyFile: "/k2", TLSClientCAFile: "/ca",
 		MaxConnectionAge: 3 * time.Second, MaxConnectionAgeGrace: 4 * time.Second,
 		KeepaliveTime: 5 * time.Second, KeepaliveTimeout: 6 * time.Second, KeepaliveMinTime: 7 * time.Second,
 		MaxSubscriptionsPerStream: 11, MaxResponseBytes: 12, MaxRequestBytes: 13, MaxConcurrentStreams: 14,
-		AckTimeout: 8 * time.Second, ShutdownTimeout: 9 * time.Second, LogLevel: "debug", LogFormat: "console",
+		NodeNameMetadataKey: "example.com/node",
+		AckTimeout:          8 * time.Second, ShutdownTimeout: 9 * time.Second, LogLevel: "debug", LogFormat: "console",
 	}
 	args := []string{
 		"--kubeconfig", "/k", "--kube-qps", "7.5", "--kube-burst", "9",
 		"--xds-address", "127.0.0.1:1", "--admin-address", "127.0.0.1:2",
 		"--namespace", "a", "--namespace", "b", "--label-selector", "x=y", "--service-proxy-name", "p",
-		"--include-unready", "--node-locality", "--ip-family", "ipv6", "--deleted-grace-period", "1s", "--workers", "3", "--apiserver-probe-interval", "2s",
+		"--include-unready", "--node-locality", "--zone-from-node", "--internal-traffic-policy", "--ip-family", "ipv6", "--deleted-grace-period", "1s", "--workers", "3", "--apiserver-probe-interval", "2s",
 		"--tls-cert-file", "/c", "--tls-key-file", "/k2", "--tls-client-ca-file", "/ca",
 		"--max-connection-age", "3s", "--max-connection-age-grace", "4s",
 		"--keepalive-time", "5s", "--keepalive-timeout", "6s", "--keepalive-min-time", "7s",
 		"--max-subscriptions-per-stream", "11", "--max-response-bytes", "12", "--max-request-bytes", "13", "--max-concurrent-streams", "14",
+		"--node-name-metadata-key", "example.com/node",
 		"--ack-timeout", "8s", "--shutdown-timeout", "9s", "--log-level", "debug", "--log-format", "console",
 	}
 	if got := parseServeFlags(t, args...); !reflect.DeepEqual(got, want) {

@@ -126,32 +126,42 @@ func newProcess(cfg serveConfig, log *zap.Logger) (_ *process, err error) {
 
 	// watch -> translate -> xds: EndpointSlices in, CLAs in the store.
 	p.watcher, err = watch.New(watch.Config{
-		Client:             p.kube.client,
-		Store:              p.store,
-		Namespaces:         cfg.Namespaces,
-		LabelSelector:      cfg.LabelSelector,
-		ServiceProxyName:   cfg.ServiceProxyName,
-		Translate:          translate.Options{IncludeUnready: cfg.IncludeUnready, Family: family},
-		NodeLocality:       cfg.NodeLocality,
-		DeletedGracePeriod: cfg.DeletedGracePeriod,
-		Workers:            cfg.Workers,
-		ProbeInterval:      cfg.ProbeInterval,
-		Logger:             log.Named("watch"),
-		Metrics:            watch.NewMetrics(reg),
+		Client:                p.kube.client,
+		Store:                 p.store,
+		Namespaces:            cfg.Namespaces,
+		LabelSelector:         cfg.LabelSelector,
+		ServiceProxyName:      cfg.ServiceProxyName,
+		Translate:             translate.Options{IncludeUnready: cfg.IncludeUnready, Family: family},
+		NodeLocality:          cfg.NodeLocality,
+		NodeZones:             cfg.ZoneFromNode,
+		InternalTrafficPolicy: cfg.InternalTrafficPolicy,
+		DeletedGracePeriod:    cfg.DeletedGracePeriod,
+		Workers:               cfg.Workers,
+		ProbeInterval:         cfg.ProbeInterval,
+		Logger:                log.Named("watch"),
+		Metrics:               watch.NewMetrics(reg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
 
 	// xds -> delta: the store's CLAs out to Envoys over Delta ADS, on a gRPC
-	// server that also carries grpc.health.v1.
+	// server that also carries grpc.health.v1. Each stream's view (zone,
+	// node) picks the CLA variants it gets; a client that tells only its
+	// node gets its zone from the watcher's Node informer.
+	var zoneOfNode func(string) string
+	if cfg.ZoneFromNode {
+		zoneOfNode = p.watcher.NodeZone
+	}
 	p.delta = delta.NewServer(p.store, delta.Config{
-		Logger:            log.Named("xds"),
-		Metrics:           delta.NewMetrics(reg),
-		MaxResponseBytes:  cfg.MaxResponseBytes,
-		MaxRequestBytes:   cfg.MaxRequestBytes,
-		MaxNamesPerStream: cfg.MaxSubscriptionsPerStream,
-		AckTimeout:        cfg.AckTimeout,
+		NodeNameMetadataKey: cfg.NodeNameMetadataKey,
+		ZoneOfNode:          zoneOfNode,
+		Logger:              log.Named("xds"),
+		Metrics:             delta.NewMetrics(reg),
+		MaxResponseBytes:    cfg.MaxResponseBytes,
+		MaxRequestBytes:     cfg.MaxRequestBytes,
+		MaxNamesPerStream:   cfg.MaxSubscriptionsPerStream,
+		AckTimeout:          cfg.AckTimeout,
 	})
 	p.grpc = grpc.NewServer(append(p.delta.GRPCServerOptions(), grpcOptions(cfg, tlsConfig)...)...)
 	p.delta.Register(p.grpc)
@@ -175,6 +185,9 @@ func newProcess(cfg serveConfig, log *zap.Logger) (_ *process, err error) {
 		zap.String("apiserver", p.kube.host),
 		zap.Strings("namespaces", cfg.Namespaces),
 		zap.String("label_selector", cfg.LabelSelector),
+		zap.Bool("zone_from_node", cfg.ZoneFromNode),
+		zap.Bool("internal_traffic_policy", cfg.InternalTrafficPolicy),
+		zap.String("node_name_metadata_key", cfg.NodeNameMetadataKey),
 		zap.Bool("tls", tlsConfig != nil),
 		zap.Bool("mtls", cfg.TLSClientCAFile != ""))
 	return p, nil

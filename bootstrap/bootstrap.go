@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
@@ -28,6 +29,11 @@ import (
 
 // ClusterName is the name of the static Envoy cluster that reaches deltaeds.
 const ClusterName = "deltaeds"
+
+// NodeNameMetadataKey is the node.metadata field in which Options.NodeName
+// is written: the default of `deltaeds serve --node-name-metadata-key`,
+// where deltaeds reads a client's Kubernetes node name.
+const NodeNameMetadataKey = "deltaeds.io/node-name"
 
 // Extension names and type URLs used in the bootstrap.
 const (
@@ -141,6 +147,14 @@ type Options struct {
 	NodeID      string
 	NodeCluster string
 	Locality    Locality
+	// NodeName is the Kubernetes node the Envoy runs on, written as
+	// node.metadata[NodeNameMetadataKey] when not empty: deltaeds reads it
+	// there (its --node-name-metadata-key) to serve node hints,
+	// internalTrafficPolicy Local and, with --zone-from-node, the zone.
+	NodeName string
+	// NodeNameMetadataKey is the metadata field of NodeName; "" means
+	// the package's NodeNameMetadataKey.
+	NodeNameMetadataKey string
 	// AdminAddress is Envoy's admin listener, host:port.
 	AdminAddress string
 	// TLS, when not nil, secures the connection to deltaeds.
@@ -210,6 +224,13 @@ func Build(opts Options) (*bootstrapv3.Bootstrap, error) {
 	node := &corev3.Node{Id: opts.NodeID, Cluster: opts.NodeCluster}
 	if l := opts.Locality; l != (Locality{}) {
 		node.Locality = &corev3.Locality{Region: l.Region, Zone: l.Zone, SubZone: l.SubZone}
+	}
+	if opts.NodeName != "" {
+		key := opts.NodeNameMetadataKey
+		if key == "" {
+			key = NodeNameMetadataKey
+		}
+		node.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{key: structpb.NewStringValue(opts.NodeName)}}
 	}
 	b := &bootstrapv3.Bootstrap{
 		Node: node,

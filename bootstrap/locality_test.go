@@ -144,3 +144,45 @@ func TestLocalityWeightsKeepTrafficEven(t *testing.T) {
 		t.Fatalf("zone a with one healthy host of three gets %.3f, want %.3f", got, want)
 	}
 }
+
+// TestBootstrapNodeNameAndZone: --node-zone and --node-name write
+// node.locality.zone and the node-name metadata field deltaeds serve reads
+// by default (or the one --node-name-metadata-key names); without
+// --node-name the node has no metadata, and --merge refuses it like the
+// other node flags.
+func TestBootstrapNodeNameAndZone(t *testing.T) {
+	for _, tt := range []struct {
+		args    []string
+		wantKey string
+	}{
+		{[]string{"--node-name", "node-7"}, bootstrap.NodeNameMetadataKey},
+		{[]string{"--node-name", "node-7", "--node-name-metadata-key", "example.com/node"}, "example.com/node"},
+		{nil, ""},
+	} {
+		out, stderr, err, _ := runCommand(t, t.Context(), bootstrap.Command(),
+			append([]string{"--cluster", "shop/web/http", "--node-zone", "z1", "--format", "json"}, tt.args...)...)
+		if err != nil {
+			t.Fatalf("%v: %v %s", tt.args, err, stderr)
+		}
+		b, err := bootstrap.Unmarshal([]byte(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if z := b.GetNode().GetLocality().GetZone(); z != "z1" {
+			t.Errorf("%v: zone %q", tt.args, z)
+		}
+		fields := b.GetNode().GetMetadata().GetFields()
+		if tt.wantKey == "" {
+			if len(fields) != 0 {
+				t.Errorf("%v: metadata %v, want none", tt.args, fields)
+			}
+			continue
+		}
+		if len(fields) != 1 || fields[tt.wantKey].GetStringValue() != "node-7" {
+			t.Errorf("%v: metadata %v, want %s=node-7", tt.args, fields, tt.wantKey)
+		}
+	}
+	if _, _, err, code := runCommand(t, t.Context(), bootstrap.Command(), "--merge", "testdata/does-not-matter.yaml", "--node-name", "n"); err == nil || code != bootstrap.ExitUsage || !strings.Contains(err.Error(), "node-name") {
+		t.Errorf("--merge with --node-name: %v (exit %d), want a usage error naming it", err, code)
+	}
+}

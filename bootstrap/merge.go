@@ -420,7 +420,7 @@ func runMerge(c *cli.Context) error {
 	if path == "" {
 		return usage("--convert and --convert-matching need --merge FILE")
 	}
-	for _, f := range []string{"node-id", "node-cluster", "node-region", "node-zone", "node-sub-zone", "envoy-admin-address"} {
+	for _, f := range []string{"node-id", "node-cluster", "node-region", "node-zone", "node-sub-zone", "node-name", "envoy-admin-address"} {
 		if c.IsSet(f) {
 			return usage("--%s: with --merge the bootstrap keeps its own node and admin", f)
 		}

@@ -196,6 +196,42 @@ func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *u
 	return nil
 }
 
+// TestExampleEnvoyTellsItsNode: the example Envoy merges its Kubernetes
+// node name (the downward API's spec.nodeName) into node.metadata under the
+// key deltaeds serve reads by default, as deltaeds bootstrap --node-name
+// would write it.
+func TestExampleEnvoyTellsItsNode(t *testing.T) {
+	var d appsv1.Deployment
+	typed(t, find(t, render(t), "Deployment", "envoy-example"), &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	var fromAPI string
+	for _, e := range c.Env {
+		if e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			fromAPI = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if fromAPI != "spec.nodeName" {
+		t.Errorf("NODE_NAME comes from %q, want spec.nodeName", fromAPI)
+	}
+	var override struct {
+		Node struct {
+			Metadata map[string]string `json:"metadata"`
+		} `json:"node"`
+	}
+	found := false
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--config-yaml="); ok {
+			found = true
+			if err := yaml.UnmarshalStrict([]byte(v), &override); err != nil {
+				t.Fatalf("--config-yaml: %v", err)
+			}
+		}
+	}
+	if got := override.Node.Metadata[bootstrap.NodeNameMetadataKey]; !found || got != "$(NODE_NAME)" {
+		t.Errorf("node.metadata[%s] = %q (--config-yaml given: %v), want $(NODE_NAME)", bootstrap.NodeNameMetadataKey, got, found)
+	}
+}
+
 // TestManifests checks the properties the issue asks of deploy/ without an
 // API server.
 func TestManifests(t *testing.T) {
