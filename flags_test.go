@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/deltaeds/deltaeds/bootstrap"
+	"github.com/deltaeds/deltaeds/delta"
 )
 
 // parseServeFlags parses args (and the environment) with serve's flag table
@@ -85,5 +88,14 @@ func TestFlagsReachConfig(t *testing.T) {
 	}
 	if got := parseServeFlags(t); !reflect.DeepEqual(got, want) {
 		t.Errorf("from the environment (%v):\n got %+v\nwant %+v", env, got, want)
+	}
+}
+
+// TestNodeNameMetadataKeyAgrees: deltaeds bootstrap --node-name writes the
+// client's node name where deltaeds serve reads it by default.
+func TestNodeNameMetadataKeyAgrees(t *testing.T) {
+	got := parseServeFlags(t).NodeNameMetadataKey
+	if got != delta.DefaultNodeNameMetadataKey || bootstrap.NodeNameMetadataKey != delta.DefaultNodeNameMetadataKey {
+		t.Fatalf("serve reads %q; bootstrap writes %q; delta's default is %q", got, bootstrap.NodeNameMetadataKey, delta.DefaultNodeNameMetadataKey)
 	}
 }

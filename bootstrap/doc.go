@@ -14,7 +14,9 @@
 //   - one static cluster of type EDS per Service port asked for, whose
 //     eds_cluster_config.service_name is the CLA name translate.ClusterName
 //     gives it and whose eds_config goes through ADS;
-//   - the node (id, cluster, locality) and an admin listener.
+//   - the node (id, cluster, locality, and the Kubernetes node name in
+//     node.metadata[NodeNameMetadataKey] under --node-name) and an admin
+//     listener.
 //
 // Marshal renders it as protojson, either indented JSON or YAML, with a
 // stable byte-for-byte output for equal Options, so a generated bootstrap
