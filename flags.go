@@ -224,7 +224,7 @@ func serveFlags(cfg *serveConfig, namespaces *cli.StringSlice) []serveFlag {
 				return nil
 			}},
 		{&cli.StringFlag{Category: catXDS, Name: "node-name-metadata-key", Value: delta.DefaultNodeNameMetadataKey, Destination: &cfg.NodeNameMetadataKey,
-			Usage: "the node.metadata field in which an Envoy tells the name of the Kubernetes node it runs on (`deltaeds bootstrap --node-name` writes it); with node.locality.zone it chooses the CLA variant the Envoy gets (topology hints, internalTrafficPolicy). \"\" reads none"}, nil},
+			Usage: "the node.metadata field in which an Envoy tells the name of the Kubernetes node it runs on (deltaeds bootstrap --node-name writes it); with node.locality.zone it chooses the CLA variant the Envoy gets (topology hints, internalTrafficPolicy). \"\" reads none"}, nil},
 		{&cli.DurationFlag{Category: catXDS, Name: "ack-timeout", Value: 0, Destination: &cfg.AckTimeout,
 			Usage: "end a Delta xDS stream with DEADLINE_EXCEEDED when a response is neither ACKed nor NACKed within this long (the client reconnects); 0 means never"},
 			nonNegative(&cfg.AckTimeout)},
