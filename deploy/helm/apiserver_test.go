@@ -227,8 +227,9 @@ func TestServerSideDryRun(t *testing.T) {
 	}
 }
 
-// TestRBACIsLeastPrivilege applies the chart's ServiceAccount and RBAC for real, for three
-// releases (defaults; node locality and Services on; watching two namespaces), to a
+// TestRBACIsLeastPrivilege applies the chart's ServiceAccount and RBAC for real, for four
+// releases (defaults; node locality and rbac.services on; zone from node and
+// internalTrafficPolicy on; watching two namespaces), to a
 // kube-apiserver running the RBAC authorizer, then asks it with SubjectAccessReviews as each
 // release's ServiceAccount what deltaeds may do: read EndpointSlices where it watches and the API
 // server's /readyz; Nodes and Services only when toggled; nothing else (no Secrets, no writes).
@@ -278,6 +279,9 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			allowed: append(clusterSlices, readyz),
 			denied:  append(append(nodes, services...), never...)},
 		{release: "deltaeds", vals: map[string]any{"serve": map[string]any{"nodeLocality": true}, "rbac": map[string]any{"services": true}},
+			allowed: append(append(append(clusterSlices, readyz), nodes...), services...),
+			denied:  never},
+		{release: "views", vals: renderings["views"],
 			allowed: append(append(append(clusterSlices, readyz), nodes...), services...),
 			denied:  never},
 		{release: "scoped", vals: renderings["namespaced"],

@@ -177,6 +177,24 @@ func TestOptionalObjects(t *testing.T) {
 		mustFind(t, objs, "ClusterRoleBinding", releaseName+"-nodes")
 	})
 
+	t.Run("views", func(t *testing.T) {
+		objs := mustRenderChart(t, renderings["views"])
+		if a := args(t, objs); !containsAll(a, "--zone-from-node", "--internal-traffic-policy", "--node-name-metadata-key=example.com/node") {
+			t.Errorf("args %v", a)
+		}
+		mustFind(t, objs, "ClusterRole", releaseName+"-nodes")
+		role := mustFind(t, objs, "ClusterRole", releaseName)
+		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+		if len(rules) != 2 || !cmp.Equal(rules[1].(map[string]any)["resources"], []any{"services"}) {
+			t.Errorf("ClusterRole rules %v: want EndpointSlices and Services", rules)
+		}
+		// "" is passed: --node-name-metadata-key= reads no node name.
+		a := args(t, mustRenderChart(t, map[string]any{"serve": map[string]any{"nodeNameMetadataKey": ""}}))
+		if !slices.Contains(a, "--node-name-metadata-key=") {
+			t.Errorf(`nodeNameMetadataKey "" renders %v`, a)
+		}
+	})
+
 	t.Run("namespaced", func(t *testing.T) {
 		objs := mustRenderChart(t, renderings["namespaced"])
 		k := kinds(objs)

@@ -3,8 +3,9 @@
 //
 // The chart renders, with its default values, exactly the objects of the kustomize base in
 // deploy/ (less its Namespace and example Envoy), and adds what the base leaves to overlays:
-// a value for every flag of `deltaeds serve`, RBAC toggles for Nodes (--node-locality) and
-// Services, RoleBindings per watched namespace, mTLS from a Secret, an admin Service, a
+// a value for every flag of `deltaeds serve`, the RBAC rules of the flags that read more (Nodes
+// for --node-locality and --zone-from-node, Services for --internal-traffic-policy; rbac.nodes
+// and rbac.services grant them alone), RoleBindings per watched namespace, mTLS from a Secret, an admin Service, a
 // NetworkPolicy, and the Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule
 // (the alerts of deploy/monitoring, copied into chart/files/ and kept identical by the test).
 //

@@ -256,7 +256,7 @@ func TestEveryServeFlagHasAValue(t *testing.T) {
 // TestDefaultArgsAreAccepted runs the binary with the args of the chart's default rendering (and
 // of the mTLS one): they parse, so it gets as far as the kubeconfig it is denied here.
 func TestDefaultArgsAreAccepted(t *testing.T) {
-	for _, r := range []string{"defaults", "mtls", "node-locality", "namespaced"} {
+	for _, r := range []string{"defaults", "mtls", "node-locality", "views", "namespaced"} {
 		a := append(args(t, mustRenderChart(t, renderings[r])), "--kubeconfig=/nonexistent/kubeconfig")
 		runServe(t, a, func(code int, stderr string) bool {
 			if r == "mtls" {
@@ -310,6 +310,9 @@ var renderings = map[string]map[string]any{
 	},
 	"node-locality": {
 		"serve": map[string]any{"nodeLocality": true},
+	},
+	"views": {
+		"serve": map[string]any{"zoneFromNode": true, "internalTrafficPolicy": true, "nodeNameMetadataKey": "example.com/node"},
 	},
 	"namespaced": {
 		"serve": map[string]any{"namespace": []any{"shop", "web"}},

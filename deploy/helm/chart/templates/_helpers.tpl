@@ -68,12 +68,17 @@ app.kubernetes.io/name: {{ include "deltaeds.name" . }}
 {{- end }}
 {{- end }}
 
-{{/* Nodes get/list/watch is granted. */}}
+{{/* Nodes get/list/watch is granted: asked for, or needed by a serve flag. */}}
 {{- define "deltaeds.readNodes" -}}
-{{- if and .Values.rbac.create (or .Values.rbac.nodes .Values.serve.nodeLocality) }}true{{ end }}
+{{- if and .Values.rbac.create (or .Values.rbac.nodes .Values.serve.nodeLocality .Values.serve.zoneFromNode) }}true{{ end }}
 {{- end }}
 
-{{/* The args of `deltaeds serve` (the image's entrypoint), one per non-empty serve value. */}}
+{{/* Services get/list/watch is granted: asked for, or needed by a serve flag. */}}
+{{- define "deltaeds.readServices" -}}
+{{- if and .Values.rbac.create (or .Values.rbac.services .Values.serve.internalTrafficPolicy) }}true{{ end }}
+{{- end }}
+
+{{/* The args of `deltaeds serve` (the image's entrypoint), one per serve value not null or false. */}}
 {{- define "deltaeds.args" -}}
 {{- $serve := deepCopy .Values.serve }}
 {{- if .Values.tls.enabled }}
@@ -98,7 +103,7 @@ app.kubernetes.io/name: {{ include "deltaeds.name" . }}
 {{- if $v }}
 - {{ printf "--%s" $flag | quote }}
 {{- end }}
-{{- else if not (or (kindIs "invalid" $v) (eq (toString $v) "")) }}
+{{- else if not (kindIs "invalid" $v) }}
 - {{ printf "--%s=%s" $flag (include "deltaeds.flagValue" $v) | quote }}
 {{- end }}
 {{- end }}
