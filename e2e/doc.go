@@ -38,6 +38,11 @@
 //     deleted Service) are served empty CLAs, never bare removals, which Envoy ignores.
 //   - TestDualStackOneHostPerPod (s11): a dual-stack Service is one host per pod (the other
 //     family in additional_addresses), and --ip-family=ipv4 sends no IPv6.
+//   - TestTopologyAwareEndpoints (s13): trafficDistribution PreferSameZone hinted by the real
+//     EndpointSlice controller: each client's zone first, the other zones next, terminating
+//     pods last; a client telling only its node gets its Node's zone (--zone-from-node), one
+//     telling nothing the plain CLA; a zone without pods fails over and back; a replica switch
+//     resends nothing; internalTrafficPolicy Local on two nodes (--internal-traffic-policy).
 //
 // The s12 files are issue 13's faults under load, each reporting its figures in the test log
 // (README, Reliability):

@@ -336,5 +336,5 @@ func (c *Client) nextRequestLocked(st *stream) (*discoveryv3.DeltaDiscoveryReque
 
 // node is what the first request of every stream says the client is.
 func (c *Client) node() *corev3.Node {
-	return &corev3.Node{Id: c.cfg.NodeID, Cluster: c.cfg.Cluster, Locality: c.cfg.Locality}
+	return &corev3.Node{Id: c.cfg.NodeID, Cluster: c.cfg.Cluster, Locality: c.cfg.Locality, Metadata: c.cfg.Metadata}
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // TypeURLClusterLoadAssignment is the type URL of EDS resources, the default
@@ -38,6 +39,16 @@ type Config struct {
 	NodeID   string
 	Cluster  string
 	Locality *corev3.Locality
+	// Metadata is node.metadata (nil: none), as a bootstrap's node.metadata
+	// (deltaeds bootstrap --node-name, or Envoy's --config-yaml, writes the
+	// Kubernetes node name there). Envoy puts the whole bootstrap node,
+	// metadata included, in its requests (DeltaSubscriptionState::
+	// getNextRequestAckless, source/extensions/config_subscription/grpc/
+	// delta_subscription_state.cc: request.mutable_node()->MergeFrom(
+	// local_info_.node())); the client sends it on each stream's first
+	// request, as the bootstraps deltaeds writes ask with
+	// set_node_on_first_message_only.
+	Metadata *structpb.Struct
 
 	// TypeURL is the one type the client subscribes to. Empty means
 	// [TypeURLClusterLoadAssignment]; other types are decoded generically
