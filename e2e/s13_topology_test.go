@@ -30,7 +30,8 @@ import (
 // zones at priority 0; pods back in the zone, back to their own. Two replicas publish equal
 // variants: a client moved between them is resent nothing. A Service with
 // internalTrafficPolicy: Local on two nodes gives a client on each node its node's pod only,
-// and a client on a node without one an empty CLA.
+// and a client on a node without one an empty CLA. Without trafficDistribution, the controller
+// drops the hints, and every client gets the plain CLA again.
 func TestTopologyAwareEndpoints(t *testing.T) {
 	const ns = "s13-topology"
 	e := scenario(t, ns)
@@ -185,6 +186,18 @@ func TestTopologyAwareEndpoints(t *testing.T) {
 		}
 		waitZoneHints(t, e, ns, "web", d.IPs())
 		waitEach("zone-a's clients back on their zone", f, expect(d.Pods(), nil))
+	})
+
+	t.Run("trafficDistribution removed: every client the plain CLA", func(t *testing.T) {
+		svc, err := e.cp.Client().CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Spec.TrafficDistribution = nil
+		if _, err := e.cp.Client().CoreV1().Services(ns).Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitAll(t, "every ready pod at priority 0 for every client", f, holds(name, d.IPs(), nil))
 	})
 
 	t.Run("internalTrafficPolicy Local on two nodes", func(t *testing.T) {
