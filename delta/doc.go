@@ -30,7 +30,9 @@
 // first request's node, like the node id: the zone from node.locality.zone
 // (Envoy's --service-zone), the Kubernetes node name from the string
 // node.metadata field Config.NodeNameMetadataKey names (none when ""), and,
-// when only the node name is told, the zone from Config.ZoneOfNode. It is
+// when only the node name is told, the zone from Config.ZoneOfNode, asked
+// only once the store has had its first full sync (a stream that starts
+// earlier waits for it: nothing is sent before then anyway). It is
 // fixed for the stream's life: the node of later requests is ignored, as it
 // is for the node id (Envoy sends it on the first request only); a client
 // that moves reconnects. Each subscription of the stream is opened at that

@@ -59,8 +59,10 @@ type Config struct {
 	// ZoneOfNode, when not nil, gives the zone of a node name: it fills the
 	// view's Zone for a client that tells its node name but not its zone
 	// (node.locality.zone). It is called on the stream's goroutine when its
-	// first request arrives, so it must answer from memory (an informer's
-	// cache) and be safe for concurrent use; "" means unknown.
+	// first request arrives, or when the store has its first full sync if
+	// that comes later (the cache it reads is complete by then), so it must
+	// answer from memory (an informer's cache) and be safe for concurrent
+	// use; "" means unknown.
 	ZoneOfNode func(node string) string
 }
 

@@ -184,6 +184,10 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 		}
 		st.nodeID = req.GetNode().GetId()
 		st.log = st.log.With(zap.String("node_id", st.nodeID))
+		// Shown at once: the view may wait for the first sync (viewOf).
+		st.infoMu.Lock()
+		st.infoData.NodeID = st.nodeID
+		st.infoMu.Unlock()
 		st.view = st.viewOf(req.GetNode())
 		if st.view.Zone != "" {
 			st.log = st.log.With(zap.String("zone", st.view.Zone))
@@ -192,7 +196,6 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 			st.log = st.log.With(zap.String("node_name", st.view.Node))
 		}
 		st.infoMu.Lock()
-		st.infoData.NodeID = st.nodeID
 		st.infoData.View = st.view
 		st.infoMu.Unlock()
 	}
@@ -281,11 +284,31 @@ func (st *stream) viewOf(node *corev3.Node) xds.View {
 		v.Zone = ""
 	}
 	if v.Zone == "" && v.Node != "" && cfg.ZoneOfNode != nil {
+		// ZoneOfNode reads a cache that is complete only once the store has
+		// had its first full sync (deltaeds syncs its Node informer before
+		// opening the gate). Nothing is sent before then anyway, so a client
+		// that connected early waits here rather than keep an empty zone
+		// for its stream's life.
+		if !st.waitSynced() {
+			return v // the stream is ending; its loop sees why
+		}
 		if zone := cfg.ZoneOfNode(v.Node); len(zone) <= maxViewPart {
 			v.Zone = zone
 		}
 	}
 	return v
+}
+
+// waitSynced waits until the store has had its first full sync, and reports
+// false if the stream or the server ends first.
+func (st *stream) waitSynced() bool {
+	select {
+	case <-st.server.store.SyncedC():
+		return true
+	case <-st.grpc.Context().Done():
+	case <-st.server.stopped:
+	}
+	return false
 }
 
 // maxIgnoredTypesLogged bounds the distinct ignored type URLs a stream logs

@@ -1,15 +1,19 @@
 package delta
 
 import (
+	"context"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/deltaeds/deltaeds/xds"
 )
@@ -184,5 +188,36 @@ func TestViewReplicaSwitchResendsNothing(t *testing.T) {
 	rs4.first(&req{ResourceNamesSubscribe: []string{"a", "b"}, InitialResourceVersions: held})
 	if got := names(rs4.next()); len(got) != 2 {
 		t.Errorf("a client at no view holding variants got %v, want a and b", got)
+	}
+}
+
+// TestZoneOfNodeWaitsForTheFirstSync: ZoneOfNode reads a cache that is
+// complete only at the first full sync; a client that connects before then,
+// telling only its node, still gets its node's zone for its stream's life.
+func TestZoneOfNodeWaitsForTheFirstSync(t *testing.T) {
+	var listed atomic.Bool // the Node cache, empty until it has listed
+	cfg := Config{NodeNameMetadataKey: DefaultNodeNameMetadataKey, ZoneOfNode: func(n string) string {
+		if !listed.Load() {
+			return ""
+		}
+		return map[string]string{"node-a": "zone-a"}[n]
+	}}
+	f := newFixture(t, cfg)
+	if _, err := f.store.Apply(EndpointType, []xds.ResourceUpdate{{Name: "a", Message: cla("a", 1), Variants: viewEcho{"a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	rs := f.open()
+	rs.send(&req{Node: node("", map[string]any{DefaultNodeNameMetadataKey: "node-a"}), ResourceNamesSubscribe: []string{"a"}})
+	// The stream shows its node id as soon as it handles its first request.
+	if err := wait.PollUntilContextTimeout(t.Context(), time.Millisecond, testTimeout, true, func(context.Context) (bool, error) {
+		ss := f.server.Streams()
+		return len(ss) == 1 && ss[0].NodeID == "envoy-1", nil
+	}); err != nil {
+		t.Fatalf("the stream never handled its first request: %v", err)
+	}
+	listed.Store(true) // deltaeds syncs its Node informer, then opens the gate
+	f.store.MarkSynced()
+	if got := servedView(t, rs.next()); got != "zone-a|node-a" {
+		t.Errorf("served the variant for %q, want the one for zone-a|node-a", got)
 	}
 }

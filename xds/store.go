@@ -82,6 +82,7 @@ type Store struct {
 	types map[string]*typeStore
 
 	synced   atomic.Bool
+	syncedCh chan struct{} // closed with synced set, once
 	syncOnce sync.Once
 }
 
@@ -122,7 +123,7 @@ type typeStore struct {
 
 // NewStore returns an empty store that is not yet synced.
 func NewStore() *Store {
-	return &Store{types: make(map[string]*typeStore)}
+	return &Store{types: make(map[string]*typeStore), syncedCh: make(chan struct{})}
 }
 
 func (s *Store) typeFor(typeURL string) *typeStore {
@@ -204,6 +205,7 @@ func (t *typeStore) buildStandIn(absent AbsentFunc, name string, observedAt time
 func (s *Store) MarkSynced() {
 	s.syncOnce.Do(func() {
 		s.synced.Store(true)
+		close(s.syncedCh)
 		s.mu.RLock()
 		types := make([]*typeStore, 0, len(s.types))
 		for _, t := range s.types {
@@ -226,6 +228,10 @@ func (s *Store) MarkSynced() {
 
 // Synced reports whether MarkSynced was called.
 func (s *Store) Synced() bool { return s.synced.Load() }
+
+// SyncedC returns a channel closed once MarkSynced has run: for a caller
+// that must wait for the first full sync, where Synced only tells.
+func (s *Store) SyncedC() <-chan struct{} { return s.syncedCh }
 
 // NewResource serializes m deterministically and versions it by content.
 //
