@@ -243,9 +243,15 @@ func TestManifests(t *testing.T) {
 			t.Errorf("%s: not in namespace deltaeds", key(u))
 		}
 	}
-	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "PodDisruptionBudget", "ConfigMap"} {
+	for _, k := range []string{"Namespace", "ServiceAccount", "Service", "PodDisruptionBudget", "ConfigMap"} {
 		if kinds[k] != 1 {
 			t.Errorf("%d %s, want 1", kinds[k], k)
+		}
+	}
+	// deltaeds' and deltaeds-nodes (--zone-from-node).
+	for _, k := range []string{"ClusterRole", "ClusterRoleBinding"} {
+		if kinds[k] != 2 {
+			t.Errorf("%d %s, want 2", kinds[k], k)
 		}
 	}
 	if kinds["Deployment"] != 2 {
@@ -258,10 +264,18 @@ func TestManifests(t *testing.T) {
 	if !equalJSON(role.Rules, want) {
 		t.Errorf("ClusterRole rules = %+v, want only endpointslices get/list/watch", role.Rules)
 	}
-	var binding rbacv1.ClusterRoleBinding
-	typed(t, find(t, objs, "ClusterRoleBinding", "deltaeds"), &binding)
-	if binding.RoleRef.Name != "deltaeds" || len(binding.Subjects) != 1 || binding.Subjects[0].Name != "deltaeds" || binding.Subjects[0].Namespace != "deltaeds" {
-		t.Errorf("ClusterRoleBinding = %+v", binding)
+	var nodesRole rbacv1.ClusterRole
+	typed(t, find(t, objs, "ClusterRole", "deltaeds-nodes"), &nodesRole)
+	wantNodes := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}}
+	if !equalJSON(nodesRole.Rules, wantNodes) {
+		t.Errorf("ClusterRole deltaeds-nodes rules = %+v, want only nodes get/list/watch", nodesRole.Rules)
+	}
+	for _, name := range []string{"deltaeds", "deltaeds-nodes"} {
+		var binding rbacv1.ClusterRoleBinding
+		typed(t, find(t, objs, "ClusterRoleBinding", name), &binding)
+		if binding.RoleRef.Name != name || len(binding.Subjects) != 1 || binding.Subjects[0].Name != "deltaeds" || binding.Subjects[0].Namespace != "deltaeds" {
+			t.Errorf("ClusterRoleBinding %s = %+v", name, binding)
+		}
 	}
 
 	var d appsv1.Deployment
@@ -603,6 +617,10 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		{verb: "get", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
 		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices", namespace: "kube-system"},
 		{verb: "get", path: "/readyz"},
+		// --zone-from-node, on in the base, reads Nodes (nodes-rbac.yaml).
+		{verb: "get", resource: "nodes"},
+		{verb: "list", resource: "nodes"},
+		{verb: "watch", resource: "nodes"},
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		return review(needed[0]), nil
@@ -626,7 +644,8 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		{verb: "list", resource: "services"},
 		{verb: "list", resource: "endpoints"},
 		{verb: "list", resource: "configmaps"},
-		{verb: "list", resource: "nodes"}, // only under --node-locality, which the base leaves off
+		{verb: "update", resource: "nodes"},
+		{verb: "patch", resource: "nodes"},
 		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: sa.GetNamespace()},
 		{verb: "create", resource: "events", namespace: sa.GetNamespace()},
 		{verb: "impersonate", resource: "serviceaccounts"},

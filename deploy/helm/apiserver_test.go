@@ -275,7 +275,11 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		allowed []attr
 		denied  []attr
 	}{
+		// The defaults, like the kustomize base, turn --zone-from-node on.
 		{release: "plain", vals: nil,
+			allowed: append(append(clusterSlices, readyz), nodes...),
+			denied:  append(services, never...)},
+		{release: "minimal", vals: map[string]any{"serve": map[string]any{"zoneFromNode": false}},
 			allowed: append(clusterSlices, readyz),
 			denied:  append(append(nodes, services...), never...)},
 		{release: "deltaeds", vals: map[string]any{"serve": map[string]any{"nodeLocality": true}, "rbac": map[string]any{"services": true}},
@@ -285,8 +289,8 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			allowed: append(append(append(clusterSlices, readyz), nodes...), services...),
 			denied:  never},
 		{release: "scoped", vals: renderings["namespaced"],
-			allowed: []attr{slices("list", "shop"), slices("watch", "shop"), slices("get", "shop"), slices("list", "web"), slices("watch", "web"), readyz},
-			denied:  append(append(append([]attr{slices("list", ""), slices("watch", ""), slices("list", "kube-system")}, nodes...), services...), never...)},
+			allowed: append([]attr{slices("list", "shop"), slices("watch", "shop"), slices("get", "shop"), slices("list", "web"), slices("watch", "web"), readyz}, nodes...),
+			denied:  append(append([]attr{slices("list", ""), slices("watch", ""), slices("list", "kube-system")}, services...), never...)},
 	} {
 		if err := apply(namespace(c.release), false); err != nil {
 			t.Fatal(err)

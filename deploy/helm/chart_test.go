@@ -120,8 +120,13 @@ func TestOptionalObjects(t *testing.T) {
 			t.Errorf("the defaults render a %s", k)
 		}
 	}
-	if def["Service"] != 1 || def["ClusterRole"] != 1 || def["ClusterRoleBinding"] != 1 || def["PodDisruptionBudget"] != 1 {
+	// The EndpointSlice role and, for --zone-from-node (on by default, as in the kustomize
+	// base), the Nodes role, each bound.
+	if def["Service"] != 1 || def["ClusterRole"] != 2 || def["ClusterRoleBinding"] != 2 || def["PodDisruptionBudget"] != 1 {
 		t.Errorf("defaults render %v", def)
+	}
+	if k := kinds(mustRenderChart(t, map[string]any{"serve": map[string]any{"zoneFromNode": false}})); k["ClusterRole"] != 1 || k["ClusterRoleBinding"] != 1 {
+		t.Errorf("serve.zoneFromNode false renders %v: want no Nodes role", k)
 	}
 
 	t.Run("monitoring", func(t *testing.T) {
@@ -198,9 +203,11 @@ func TestOptionalObjects(t *testing.T) {
 	t.Run("namespaced", func(t *testing.T) {
 		objs := mustRenderChart(t, renderings["namespaced"])
 		k := kinds(objs)
-		if k["RoleBinding"] != 2 || k["ClusterRoleBinding"] != 0 {
-			t.Errorf("serve.namespace [shop web] renders %v; want a RoleBinding in each, no ClusterRoleBinding", k)
+		// Nodes are cluster-scoped: their binding (--zone-from-node) stays a ClusterRoleBinding.
+		if k["RoleBinding"] != 2 || k["ClusterRoleBinding"] != 1 {
+			t.Errorf("serve.namespace [shop web] renders %v; want a RoleBinding in each, and only the Nodes ClusterRoleBinding", k)
 		}
+		mustFind(t, objs, "ClusterRoleBinding", releaseName+"-nodes")
 		if !containsAll(args(t, objs), "--namespace=shop", "--namespace=web") {
 			t.Errorf("args %v", args(t, objs))
 		}
