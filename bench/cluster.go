@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -171,6 +172,19 @@ func (r *runner) runCluster(ctx context.Context) (Result, error) {
 		return res, fmt.Errorf("cluster: %w", err)
 	}
 	cr.HeapInuseBytes = uint64(m.Value("go_memstats_heap_inuse_bytes"))
+	if path := r.profilePath(".heap.pprof"); path != "" {
+		// What deltaeds holds at rest, by allocation site (after a GC).
+		code, body, err := p.Get(ctx, "/debug/pprof/heap?gc=1")
+		if err != nil {
+			return res, fmt.Errorf("cluster: heap profile: %w", err)
+		}
+		if code != http.StatusOK {
+			return res, fmt.Errorf("cluster: heap profile: /debug/pprof/heap answered %d", code)
+		}
+		if err := os.WriteFile(path, body, 0o644); err != nil {
+			return res, fmt.Errorf("cluster: heap profile: %w", err)
+		}
+	}
 	apiPid, etcdPid := cp.Pids()
 	if cr.APIServerRSSBytes, cr.APIServerPeakRSSBytes, err = supervisor.Memory(apiPid); err != nil {
 		return res, fmt.Errorf("cluster: %w", err)
