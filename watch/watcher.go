@@ -181,9 +181,10 @@ func New(cfg Config) (*Watcher, error) {
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
+	slim := newSlimmer() // one for every informer, so they share values too
 	for _, ns := range dedupe(namespaces) {
 		// The label selector is applied by endpointSliceInformer.
-		opts := []informers.SharedInformerOption{informers.WithTransform(slimSlice)}
+		opts := []informers.SharedInformerOption{informers.WithTransform(slim.slim)}
 		if ns != metav1.NamespaceAll {
 			opts = append(opts, informers.WithNamespace(ns))
 		}
