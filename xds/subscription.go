@@ -158,6 +158,16 @@ func (sub *Subscription) Update(c SubscriptionChange) error {
 	if err := sub.checkLimitLocked(c); err != nil {
 		return err
 	}
+	if len(sub.names) == 0 && len(sub.sent) == 0 && len(sub.pending) == 0 {
+		// A stream's first request names everything it wants at once, and a
+		// reconnecting Envoy declares everything it holds: size the maps for
+		// that rather than growing them name by name (issue 14's storm
+		// profile: their growth was ~12% of the restarted server's CPU).
+		n := max(len(c.Subscribe), len(c.InitialVersions))
+		sub.names = make(map[string]struct{}, len(c.Subscribe))
+		sub.sent = make(map[string]holding, n)
+		sub.pending = make(map[string]struct{}, n)
+	}
 	sub.declareLocked(c.InitialVersions)
 	unindex, wildcardOff := sub.unsubscribeLocked(c.Unsubscribe)
 	index, wildcardOn := sub.subscribeLocked(c.Subscribe, c.InitialVersions)
@@ -182,6 +192,10 @@ func (sub *Subscription) Update(c SubscriptionChange) error {
 // subscription over its name limit. Callers hold sub.mu.
 func (sub *Subscription) checkLimitLocked(c SubscriptionChange) error {
 	if sub.maxNames <= 0 {
+		return nil
+	}
+	// Counting exactly takes two maps; the upper bound settles the usual case.
+	if len(sub.names)+len(c.Subscribe) <= sub.maxNames && len(c.InitialVersions) <= sub.maxNames {
 		return nil
 	}
 	if held := sub.namesAfter(c); held > sub.maxNames {
