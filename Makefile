@@ -67,6 +67,8 @@ bench-micro:
 # (issue 6), each server a child process on loopback driven by the envoysim fleet. `make bench`
 # runs the short profile (a few minutes on 2 cores) and writes bench/results/<timestamp>.json
 # and .png; BENCH_FLAGS=-profile=full for the issue's full scale, -cpuprofile=DIR for pprof.
+# The cluster-100k workload (issue 14) runs etcd and kube-apiserver from .testbin/ (make testbin)
+# and builds deltaeds itself.
 BENCH_BIN   := bin/edsbench
 BENCH_FLAGS ?=
 
