@@ -38,6 +38,9 @@ type Workload struct {
 	Changes          int     `json:"changes"`
 	Rate             float64 `json:"rate_per_second"`
 	RollingEndpoints int     `json:"rolling_endpoints,omitempty"`
+	// ScaleRolling scales RollingEndpoints with the workload (rolling-10k's
+	// Service is scaled down in the short profile; rolling-100's is not).
+	ScaleRolling bool `json:"scale_rolling,omitempty"`
 	// Restart makes this the reconnect workload: no changes; the server is
 	// restarted once the fleet has converged.
 	Restart bool `json:"restart,omitempty"`
@@ -76,6 +79,13 @@ var fullScale = []Workload{
 	// CLA and 1,000 idle names. 5 rollouts of 100 endpoints, 200 steps each.
 	{Name: "rolling-100", CLAs: 10001, Endpoints: 10, Streams: 100, NamesPerStream: 1000, RollingEndpoints: 100, Changes: 1000, Rate: 100},
 	{Name: "reconnect", CLAs: 10000, Endpoints: 10, Streams: 200, NamesPerStream: 2000, Restart: true},
+	// Issue 14: a 10,000-pod Service rolled pod by pod (25% surge) under a
+	// 200-stream fleet that all subscribe to it (and to 10 of 50 idle CLAs).
+	// Every change is a 10,000-endpoint CLA to 200 streams (about 60 MB of
+	// responses), hence the slow rate. SnapshotCache is left out (a
+	// snapshot per node per change).
+	{Name: "rolling-10k", CLAs: 51, Endpoints: 10, Streams: 200, NamesPerStream: 10, RollingEndpoints: 10000, ScaleRolling: true,
+		Changes: 100, Rate: 4, Servers: []string{control.KindDeltaEDS, control.KindLinear, control.KindWire}},
 	// Issue 14. The same 10,000 CLAs under 1,000, 5,000 and 10,000 streams
 	// of 500-2,000 names each; changes at a rate each point's fleet absorbs
 	// (every change reaches ~1,250 subscribers at 10,000 streams).
@@ -114,7 +124,7 @@ type Profile struct {
 // bench, a few minutes on 2 cores) and full (the issue's numbers).
 var Profiles = map[string]Profile{
 	"tiny":  {Name: "tiny", Default: 0.02, RateFactor: 4},
-	"short": {Name: "short", Scales: map[string]float64{"contour-8k": 0.25, "fleet-curve": 0.05, "storm": 0.05, "cluster-100k": 0.03}, Default: 0.2, RateFactor: 1},
+	"short": {Name: "short", Scales: map[string]float64{"contour-8k": 0.25, "fleet-curve": 0.05, "storm": 0.05, "cluster-100k": 0.03, "rolling-10k": 0.1}, Default: 0.2, RateFactor: 1},
 	"full":  {Name: "full", Default: 1, RateFactor: 1},
 }
 
@@ -154,8 +164,11 @@ func ScaledWorkload(name string, scale, rateFactor float64) (Workload, error) {
 		w.NamesMin = min(sc(w.NamesMin, 5), w.NamesPerStream)
 	}
 	w.Rate *= rateFactor
-	if w.RollingEndpoints > 0 {
-		// Whole rollouts only.
+	if w.ScaleRolling {
+		w.RollingEndpoints = sc(w.RollingEndpoints, 100)
+	}
+	if w.RollingEndpoints > 0 && w.Changes >= 2*w.RollingEndpoints {
+		// Whole rollouts only, when the workload asks for any.
 		steps := 2 * w.RollingEndpoints
 		w.Changes = max(1, int(math.Round(float64(w.Changes)*scale/float64(steps)))) * steps
 	} else if w.Changes > 0 {

@@ -83,3 +83,29 @@ func TestTrackerCoalescing(t *testing.T) {
 		t.Fatalf("sent %d done %d lat %v, want 3 3 %v", sent, done, lat, want)
 	}
 }
+
+// rolling-10k scales its Service with the profile and runs part of a
+// rollout (its changes are fewer than a whole rollout's steps).
+func TestRolling10kScalesItsService(t *testing.T) {
+	for _, c := range []struct {
+		scale            float64
+		endpoints, steps int
+	}{{1, 10000, 100}, {0.1, 1000, 50}} {
+		w, err := ScaledWorkload("rolling-10k", c.scale, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.RollingEndpoints != c.endpoints || w.Changes != c.steps {
+			t.Fatalf("scale %.2f: %d endpoints, %d changes; want %d and %d", c.scale, w.RollingEndpoints, w.Changes, c.endpoints, c.steps)
+		}
+		g := newGen(w, 1)
+		for range w.Changes {
+			if idx, _, _ := g.next(nil); idx != 0 {
+				t.Fatalf("a change of CLA %d, not the rolling one", idx)
+			}
+		}
+		if n := len(g.eps[0]); n != c.endpoints+c.steps {
+			t.Fatalf("scale %.2f: %d endpoints after %d surge steps", c.scale, n, c.steps)
+		}
+	}
+}
