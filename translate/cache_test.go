@@ -77,9 +77,11 @@ func (r regionTable) region(node string) string { return r[node] }
 // TestServiceCacheFuzzEdits runs random edit sequences over slices decoded
 // the way FuzzService decodes them (invalid, foreign, duplicated, mixed
 // protocols, dual-stack pairs, hints), one cache per sequence, and compares
-// every step with a full translation.
+// every step with a full translation. (It catches a cache that misses a
+// changed node region; TestServiceCacheRollout is the one that catches a
+// broken dual-stack pair update or an endpoint change it fails to see.)
 func TestServiceCacheFuzzEdits(t *testing.T) {
-	seqs, steps := 200, 30
+	seqs, steps := 300, 60
 	if testing.Short() {
 		seqs = 60
 	}
@@ -101,6 +103,10 @@ func TestServiceCacheFuzzEdits(t *testing.T) {
 			for {
 				_, _, in := decodeFuzz(append([]byte{0, 1}, randomBytes(120)...))
 				if len(in) == 1 && in[0] != nil {
+					if rng.IntN(4) != 0 { // mostly the Service's own slices
+						in[0].Namespace = testNS
+						in[0].Labels = map[string]string{translate.ServiceNameLabel: testSvc}
+					}
 					return in[0]
 				}
 			}
@@ -258,7 +264,11 @@ func TestServiceCacheRollout(t *testing.T) {
 		}
 		c := translate.NewServiceCache(testNS, testSvc)
 		checkSameAsService(t, "initial", c.Translate(flat(), opts), flat(), opts)
-		for step := range 300 {
+		steps := 200
+		if testing.Short() {
+			steps = 50
+		}
+		for step := range steps {
 			s := rng.IntN(nSlices)
 			if len(pods[s]) == 0 {
 				pods[s] = append(pods[s], newPod())
