@@ -38,7 +38,7 @@ const (
 // cacheMinEndpoints is the size, in endpoint entries over all its slices,
 // from which a Service is translated through a translate.ServiceCache: a
 // change then costs what the changed slices and endpoints cost, rather than
-// the whole Service, for memory: about 5 KB per endpoint of a two-port
+// the whole Service, for memory: about 4.5 KB per endpoint of a two-port
 // Service (TestServiceCacheMemory). Smaller Services are translated whole
 // and hold nothing between changes, which keeps a cluster of many small
 // Services at its memory per endpoint.
