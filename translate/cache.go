@@ -685,35 +685,14 @@ type lbBundle struct {
 // lbEndpointOf builds one host's LbEndpoint as buildCLA does.
 func lbEndpointOf(h *host) *endpointv3.LbEndpoint {
 	u := &lbBundle{}
-	b := &u.b
-	b.port.PortValue = uint32(h.key.port)
-	b.sock.Protocol = h.key.proto
-	b.sock.Address = h.key.addr.String()
-	b.sock.PortSpecifier = &b.port
+	var x *extraBlock
+	var extraAddr string
 	if h.extra.IsValid() {
-		x := &extraBlock{}
-		x.port.PortValue = b.port.PortValue
-		x.sock.Protocol = h.key.proto
-		x.sock.Address = h.extra.String()
-		x.sock.PortSpecifier = &x.port
-		x.sa.SocketAddress = &x.sock
-		x.addr.Address = &x.sa
-		x.aa.Address = &x.addr
-		x.list[0] = &x.aa
-		b.ep.AdditionalAddresses = x.list[:]
+		x, extraAddr = &extraBlock{}, h.extra.String()
 	}
-	b.sa.SocketAddress = &b.sock
-	b.addr.Address = &b.sa
-	b.ep.Address = &b.addr
-	b.ep.Hostname = h.hostname
-	b.id.Endpoint = &b.ep
-	b.lb.HostIdentifier = &b.id
-	b.lb.HealthStatus = corev3.HealthStatus_HEALTHY
-	if h.state == stateUnready {
-		b.lb.HealthStatus = corev3.HealthStatus_UNHEALTHY
-	}
+	var m *metaBlock
 	if h.pod != "" || h.node != "" {
-		b.lb.Metadata = fillMetadata(&u.m, h)
+		m = &u.m
 	}
-	return &b.lb
+	return u.b.fill(h, h.key.addr.String(), x, extraAddr, m)
 }

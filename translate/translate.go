@@ -609,6 +609,42 @@ type lbBlock struct {
 	port corev3.SocketAddress_PortValue
 }
 
+// fill builds h's LbEndpoint in b, with address addr, and returns it. x (nil
+// when h has no additional address) receives extraAddr; m (nil when h has no
+// pod or node) its metadata. buildCLA and ServiceCache both build through
+// here, so their messages, and therefore their bytes, cannot drift apart.
+func (b *lbBlock) fill(h *host, addr string, x *extraBlock, extraAddr string, m *metaBlock) *endpointv3.LbEndpoint {
+	b.port.PortValue = uint32(h.key.port)
+	b.sock.Protocol = h.key.proto
+	b.sock.Address = addr
+	b.sock.PortSpecifier = &b.port
+	if x != nil {
+		x.port.PortValue = b.port.PortValue
+		x.sock.Protocol = h.key.proto
+		x.sock.Address = extraAddr
+		x.sock.PortSpecifier = &x.port
+		x.sa.SocketAddress = &x.sock
+		x.addr.Address = &x.sa
+		x.aa.Address = &x.addr
+		x.list[0] = &x.aa
+		b.ep.AdditionalAddresses = x.list[:]
+	}
+	b.sa.SocketAddress = &b.sock
+	b.addr.Address = &b.sa
+	b.ep.Address = &b.addr
+	b.ep.Hostname = h.hostname
+	b.id.Endpoint = &b.ep
+	b.lb.HostIdentifier = &b.id
+	b.lb.HealthStatus = corev3.HealthStatus_HEALTHY
+	if h.state == stateUnready {
+		b.lb.HealthStatus = corev3.HealthStatus_UNHEALTHY
+	}
+	if m != nil {
+		b.lb.Metadata = fillMetadata(m, h)
+	}
+	return &b.lb
+}
+
 // extraBlock holds the messages of an LbEndpoint's additional address, for
 // the hosts pairFamilies merged.
 type extraBlock struct {
@@ -665,39 +701,17 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 	ptrs := make([]*endpointv3.LbEndpoint, len(hosts))
 	start := 0
 	for i, h := range order {
-		b := &blocks[i]
-		b.port.PortValue = uint32(h.key.port)
-		b.sock.Protocol = h.key.proto
-		b.sock.Address, start = addrs[start:ends[2*i]], ends[2*i+1]
-		b.sock.PortSpecifier = &b.port
+		var x *extraBlock
 		if h.extra.IsValid() {
-			x := &extras[0]
-			extras = extras[1:]
-			x.port.PortValue = b.port.PortValue
-			x.sock.Protocol = h.key.proto
-			x.sock.Address = addrs[ends[2*i]:ends[2*i+1]]
-			x.sock.PortSpecifier = &x.port
-			x.sa.SocketAddress = &x.sock
-			x.addr.Address = &x.sa
-			x.aa.Address = &x.addr
-			x.list[0] = &x.aa
-			b.ep.AdditionalAddresses = x.list[:]
+			x, extras = &extras[0], extras[1:]
 		}
-		b.sa.SocketAddress = &b.sock
-		b.addr.Address = &b.sa
-		b.ep.Address = &b.addr
-		b.ep.Hostname = h.hostname
-		b.id.Endpoint = &b.ep
-		b.lb.HostIdentifier = &b.id
-		b.lb.HealthStatus = corev3.HealthStatus_HEALTHY
-		if h.state == stateUnready {
-			b.lb.HealthStatus = corev3.HealthStatus_UNHEALTHY
-		}
+		var m *metaBlock
 		if h.pod != "" || h.node != "" {
-			b.lb.Metadata = fillMetadata(&metas[0], h)
-			metas = metas[1:]
+			m, metas = &metas[0], metas[1:]
 		}
-		ptrs[i] = &b.lb
+		var addr string
+		addr, start = addrs[start:ends[2*i]], ends[2*i+1]
+		ptrs[i] = blocks[i].fill(h, addr, x, addrs[ends[2*i]:ends[2*i+1]], m)
 	}
 
 	next := PriorityReady // the lowest priority not emitted yet
