@@ -46,7 +46,7 @@ import (
 // valid): callers must not modify it. It holds no goroutine and does no
 // I/O. It trades memory for CPU: a 10,000-endpoint Service with two ports
 // holds about 45 MB in its cache, 4.5 KB per endpoint, on top of the slices
-// themselves (watch's TestServiceCacheMemory logs the figure), which is
+// themselves (watch's BenchmarkServiceCacheMemory reports the figure), which is
 // why it is meant for large Services.
 type ServiceCache struct {
 	namespace, name string

@@ -7,13 +7,11 @@ import (
 	"github.com/deltaeds/deltaeds/translate"
 )
 
-// TestServiceCacheMemory logs what a ServiceCache of the 10,000-endpoint,
-// two-port Service of BenchmarkOneEndpointChange holds, per endpoint, on
-// top of the slices: the figure watch's cacheMinEndpoints weighs.
-func TestServiceCacheMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocates a 10,000-endpoint Service")
-	}
+// BenchmarkServiceCacheMemory reports what a ServiceCache of the
+// 10,000-endpoint, two-port Service of BenchmarkOneEndpointChange holds, per
+// endpoint, on top of the slices: the figure watch's cacheMinEndpoints
+// weighs. Run it with -benchtime=1x; the heap is measured around one build.
+func BenchmarkServiceCacheMemory(b *testing.B) {
 	in := rollingService(100, 100)
 	heap := func() uint64 {
 		runtime.GC()
@@ -22,13 +20,20 @@ func TestServiceCacheMemory(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	before := heap()
-	c := translate.NewServiceCache("ns", "web")
-	res := c.Translate(in, translate.Options{})
-	res = translate.Result{} // the cache alone: the result shares its pieces
-	after := heap()
-	runtime.KeepAlive(c)
+	var held uint64
+	for b.Loop() {
+		before := heap()
+		c := translate.NewServiceCache("ns", "web")
+		// The result is dropped: what stays is the cache alone (the result
+		// only shares its pieces).
+		_ = c.Translate(in, translate.Options{})
+		after := heap()
+		runtime.KeepAlive(c)
+		if after > before {
+			held = after - before
+		}
+	}
 	runtime.KeepAlive(in)
-	_ = res
-	t.Logf("ServiceCache of 10,000 endpoints x 2 ports: %.1f MB, %d bytes per endpoint", float64(after-before)/1e6, (after-before)/10000)
+	b.ReportMetric(float64(held)/1e6, "MB-held")
+	b.ReportMetric(float64(held)/10000, "B-held/endpoint")
 }

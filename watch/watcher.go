@@ -39,7 +39,7 @@ const (
 // from which a Service is translated through a translate.ServiceCache: a
 // change then costs what the changed slices and endpoints cost, rather than
 // the whole Service, for memory: about 4.5 KB per endpoint of a two-port
-// Service (TestServiceCacheMemory). Smaller Services are translated whole
+// Service (BenchmarkServiceCacheMemory). Smaller Services are translated whole
 // and hold nothing between changes, which keeps a cluster of many small
 // Services at its memory per endpoint.
 const cacheMinEndpoints = 1000
