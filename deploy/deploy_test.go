@@ -22,24 +22,18 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.uber.org/goleak"
 	appsv1 "k8s.io/api/apps/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	"github.com/deltaeds/deltaeds/bootstrap"
 	"github.com/deltaeds/deltaeds/internal/controlplane"
+	"github.com/deltaeds/deltaeds/internal/kubeaccess"
 )
 
 var update = flag.Bool("update", false, "rewrite envoy-example-configmap.yaml from exampleBootstrapArgs")
@@ -512,47 +506,12 @@ func TestServerSideDryRun(t *testing.T) {
 // apply (strict field validation; dryRun=All when asked) through cfg.
 func newApplier(ctx context.Context, t *testing.T, cfg *rest.Config) func(u *unstructured.Unstructured, dryRun bool) error {
 	t.Helper()
-	httpClient, err := rest.HTTPClientFor(cfg)
+	a, err := kubeaccess.NewApplier(cfg, "deltaeds-deploy-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(httpClient.CloseIdleConnections)
-	dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, httpClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups, err := restmapper.GetAPIGroupResources(dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDiscoveryRESTMapper(groups)
-	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(u *unstructured.Unstructured, dryRun bool) error {
-		gvk := u.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return fmt.Errorf("%s: %w", key(u), err)
-		}
-		data, err := json.Marshal(u.Object)
-		if err != nil {
-			return err
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == "namespace" {
-			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
-		}
-		opts := metav1.PatchOptions{FieldManager: "deltaeds-deploy-test", Force: ptr(true), FieldValidation: "Strict"}
-		if dryRun {
-			opts.DryRun = []string{metav1.DryRunAll}
-		}
-		if _, err := ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, opts); err != nil {
-			return fmt.Errorf("%s: %w", key(u), err)
-		}
-		return nil
-	}
+	t.Cleanup(a.Close)
+	return func(u *unstructured.Unstructured, dryRun bool) error { return a.Apply(ctx, u, dryRun) }
 }
 
 // TestRBACIsLeastPrivilege applies the base's namespace, ServiceAccount and
@@ -586,71 +545,55 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	if sa == nil {
 		t.Fatal("the base has no ServiceAccount")
 	}
-	user := "system:serviceaccount:" + sa.GetNamespace() + ":" + sa.GetName()
-	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + sa.GetNamespace(), "system:authenticated"}
-	client := kubernetes.NewForConfigOrDie(cp.RESTConfig())
-
-	type attr struct {
-		verb, group, resource, namespace, path string
-	}
+	reviewer := kubeaccess.ServiceAccount(kubernetes.NewForConfigOrDie(cp.RESTConfig()), sa.GetNamespace(), sa.GetName())
+	type attr = kubeaccess.Access
 	review := func(a attr) bool {
 		t.Helper()
-		spec := authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups}
-		if a.path != "" {
-			spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Verb: a.verb, Path: a.path}
-		} else {
-			spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Verb: a.verb, Group: a.group, Resource: a.resource, Namespace: a.namespace}
-		}
-		r, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
+		ok, err := reviewer.Allowed(ctx, a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r.Status.Allowed
+		return ok
 	}
-	// The RBAC authorizer reads roles and bindings through its own informers,
-	// so a binding just applied takes effect a moment later: wait until the
-	// first needed permission is granted (the positive signal that the
-	// authorizer has seen the bindings) before judging the rest.
 	needed := []attr{
-		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices"},
-		{verb: "watch", group: "discovery.k8s.io", resource: "endpointslices"},
-		{verb: "get", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
-		{verb: "list", group: "discovery.k8s.io", resource: "endpointslices", namespace: "kube-system"},
-		{verb: "get", path: "/readyz"},
+		{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"},
+		{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices"},
+		{Verb: "get", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "shop"},
+		{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "kube-system"},
+		{Verb: "get", Path: "/readyz"},
 		// --zone-from-node, on in the base, reads Nodes (nodes-rbac.yaml).
-		{verb: "get", resource: "nodes"},
-		{verb: "list", resource: "nodes"},
-		{verb: "watch", resource: "nodes"},
+		{Verb: "get", Resource: "nodes"},
+		{Verb: "list", Resource: "nodes"},
+		{Verb: "watch", Resource: "nodes"},
 	}
-	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-		return review(needed[0]), nil
-	}); err != nil {
-		t.Fatalf("the authorizer never granted %+v after the bindings were applied: %v", needed[0], err)
+	// Wait until every needed permission is granted (the authorizer sees
+	// just-applied bindings a moment later) before judging what is denied.
+	missing, err := reviewer.WaitGranted(ctx, needed, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, a := range needed {
-		if !review(a) {
-			t.Errorf("deltaeds may not %+v; it needs to", a)
-		}
+	for _, a := range missing {
+		t.Errorf("deltaeds may not %+v; it needs to", a)
 	}
 	for _, a := range []attr{
-		{verb: "get", resource: "secrets", namespace: sa.GetNamespace()},
-		{verb: "list", resource: "secrets"},
-		{verb: "create", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
-		{verb: "update", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
-		{verb: "patch", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
-		{verb: "delete", group: "discovery.k8s.io", resource: "endpointslices", namespace: "shop"},
-		{verb: "deletecollection", group: "discovery.k8s.io", resource: "endpointslices"},
-		{verb: "list", resource: "pods"},
-		{verb: "list", resource: "services"},
-		{verb: "list", resource: "endpoints"},
-		{verb: "list", resource: "configmaps"},
-		{verb: "update", resource: "nodes"},
-		{verb: "patch", resource: "nodes"},
-		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: sa.GetNamespace()},
-		{verb: "create", resource: "events", namespace: sa.GetNamespace()},
-		{verb: "impersonate", resource: "serviceaccounts"},
-		{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles"},
-		{verb: "get", path: "/metrics"},
+		{Verb: "get", Resource: "secrets", Namespace: sa.GetNamespace()},
+		{Verb: "list", Resource: "secrets"},
+		{Verb: "create", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "shop"},
+		{Verb: "update", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "shop"},
+		{Verb: "patch", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "shop"},
+		{Verb: "delete", Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: "shop"},
+		{Verb: "deletecollection", Group: "discovery.k8s.io", Resource: "endpointslices"},
+		{Verb: "list", Resource: "pods"},
+		{Verb: "list", Resource: "services"},
+		{Verb: "list", Resource: "endpoints"},
+		{Verb: "list", Resource: "configmaps"},
+		{Verb: "update", Resource: "nodes"},
+		{Verb: "patch", Resource: "nodes"},
+		{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: sa.GetNamespace()},
+		{Verb: "create", Resource: "events", Namespace: sa.GetNamespace()},
+		{Verb: "impersonate", Resource: "serviceaccounts"},
+		{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles"},
+		{Verb: "get", Path: "/metrics"},
 	} {
 		if review(a) {
 			t.Errorf("deltaeds may %+v; it needs not", a)
@@ -658,4 +601,3 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }

@@ -3,7 +3,6 @@ package helm_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,20 +12,18 @@ import (
 	"testing"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/deltaeds/deltaeds/internal/controlplane"
+	"github.com/deltaeds/deltaeds/internal/kubeaccess"
 )
 
 // The Prometheus Operator module whose CRDs (example/prometheus-operator-crd/, generated from its
@@ -70,47 +67,12 @@ type applier func(u *unstructured.Unstructured, dryRun bool) error
 
 func newApplier(ctx context.Context, t *testing.T, cfg *rest.Config) applier {
 	t.Helper()
-	httpClient, err := rest.HTTPClientFor(cfg)
+	a, err := kubeaccess.NewApplier(cfg, "deltaeds-helm-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(httpClient.CloseIdleConnections)
-	dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, httpClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups, err := restmapper.GetAPIGroupResources(dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDiscoveryRESTMapper(groups)
-	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(u *unstructured.Unstructured, dryRun bool) error {
-		gvk := u.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return fmt.Errorf("%s: %w", key(u), err)
-		}
-		data, err := json.Marshal(u.Object)
-		if err != nil {
-			return err
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == "namespace" {
-			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
-		}
-		opts := metav1.PatchOptions{FieldManager: "deltaeds-helm-test", Force: ptr(true), FieldValidation: "Strict"}
-		if dryRun {
-			opts.DryRun = []string{metav1.DryRunAll}
-		}
-		if _, err := ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, opts); err != nil {
-			return fmt.Errorf("%s: %w", key(u), err)
-		}
-		return nil
-	}
+	t.Cleanup(a.Close)
+	return func(u *unstructured.Unstructured, dryRun bool) error { return a.Apply(ctx, u, dryRun) }
 }
 
 // installPrometheusOperatorCRDs installs the CRDs of ServiceMonitor, PodMonitor and
@@ -245,25 +207,23 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		}
 	}
 
-	type attr struct {
-		verb, group, resource, namespace, path string
-	}
+	type attr = kubeaccess.Access
 	slices := func(verb, ns string) attr {
-		return attr{verb: verb, group: "discovery.k8s.io", resource: "endpointslices", namespace: ns}
+		return attr{Verb: verb, Group: "discovery.k8s.io", Resource: "endpointslices", Namespace: ns}
 	}
-	readyz := attr{verb: "get", path: "/readyz"}
-	core := func(verb, resource, ns string) attr { return attr{verb: verb, resource: resource, namespace: ns} }
+	readyz := attr{Verb: "get", Path: "/readyz"}
+	core := func(verb, resource, ns string) attr { return attr{Verb: verb, Resource: resource, Namespace: ns} }
 	// Never, in any release.
 	never := []attr{
 		core("get", "secrets", ""), core("list", "secrets", ""), core("get", "secrets", "shop"),
 		slices("create", "shop"), slices("update", "shop"), slices("patch", "shop"), slices("delete", "shop"), slices("deletecollection", ""),
 		core("list", "pods", ""), core("list", "endpoints", ""), core("list", "configmaps", ""),
 		core("update", "nodes", ""), core("patch", "nodes", ""), core("update", "services", "shop"), core("create", "services", "shop"),
-		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: "shop"},
+		{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: "shop"},
 		core("create", "events", "shop"),
 		core("impersonate", "serviceaccounts", ""),
-		{verb: "escalate", group: "rbac.authorization.k8s.io", resource: "clusterroles"},
-		{verb: "get", path: "/metrics"},
+		{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles"},
+		{Verb: "get", Path: "/metrics"},
 	}
 	nodes := []attr{core("get", "nodes", ""), core("list", "nodes", ""), core("watch", "nodes", "")}
 	services := []attr{core("get", "services", "shop"), core("list", "services", ""), core("watch", "services", "")}
@@ -314,36 +274,24 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		if sa == nil {
 			t.Fatalf("%s: the chart renders no ServiceAccount", c.release)
 		}
-		user := "system:serviceaccount:" + sa.GetNamespace() + ":" + sa.GetName()
-		groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + sa.GetNamespace(), "system:authenticated"}
+		reviewer := kubeaccess.ServiceAccount(client, sa.GetNamespace(), sa.GetName())
+		user := reviewer.User()
 		review := func(a attr) bool {
 			t.Helper()
-			spec := authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups}
-			if a.path != "" {
-				spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Verb: a.verb, Path: a.path}
-			} else {
-				spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Verb: a.verb, Group: a.group, Resource: a.resource, Namespace: a.namespace}
-			}
-			r, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
+			ok, err := reviewer.Allowed(ctx, a)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return r.Status.Allowed
+			return ok
 		}
-		// The RBAC authorizer reads roles and bindings through its own informers, so a binding
-		// just applied takes effect a moment later: wait until every needed permission is
-		// granted (the positive signal that it has seen this release's bindings; each toggle has
-		// a binding of its own) before judging what must be denied.
-		var missing []attr
-		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-			missing = missing[:0]
-			for _, a := range c.allowed {
-				if !review(a) {
-					missing = append(missing, a)
-				}
-			}
-			return len(missing) == 0, nil
-		}); err != nil {
+		// Each toggle has a binding of its own: wait until every needed permission is granted
+		// (the authorizer sees just-applied bindings a moment later) before judging what must
+		// be denied.
+		missing, err := reviewer.WaitGranted(ctx, c.allowed, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) > 0 {
 			t.Errorf("%s: deltaeds may not %+v; it needs to", c.release, missing)
 			continue
 		}
@@ -376,5 +324,3 @@ func TestNamespaceIsRestricted(t *testing.T) {
 		}
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
