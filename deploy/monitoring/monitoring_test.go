@@ -269,6 +269,9 @@ func TestDashboardParses(t *testing.T) {
 			n++
 		}
 	}
+	if n == 0 {
+		t.Fatal("the dashboard has no queries: nothing was parsed")
+	}
 	t.Logf("%d dashboard queries parsed", n)
 }
 
