@@ -5,11 +5,9 @@ import (
 	"slices"
 	"strconv"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -638,28 +636,10 @@ func (ps *portState) assemble(name string, local bool) {
 		}
 	}
 
-	order := ps.order
-	next := PriorityReady
-	for len(order) > 0 {
-		prio, region, zone := order[0].h.prio, order[0].h.region, order[0].h.zone
-		for ; next < prio; next++ {
-			cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{}, Priority: next})
-			group("", "", next, 0, nil)
-		}
-		next = prio + 1
-		n := 1
-		for n < len(order) && order[n].h.prio == prio && order[n].h.region == region && order[n].h.zone == zone {
-			n++
-		}
-		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality:            &corev3.Locality{Region: region, Zone: zone},
-			Priority:            prio,
-			LoadBalancingWeight: wrapperspb.UInt32(uint32(n)),
-			LbEndpoints:         ptrs[:n:n],
+	appendLocalityGroups(cla, len(ps.order), func(i int) *host { return &ps.order[i].h }, ptrs,
+		func(g *endpointv3.LocalityLbEndpoints, start, count int) {
+			group(g.Locality.Region, g.Locality.Zone, g.Priority, uint32(count), ps.order[start:start+count])
 		})
-		group(region, zone, prio, uint32(n), order[:n])
-		order, ptrs = order[n:], ptrs[n:]
-	}
 	ps.cla = cla
 	ps.enc = enc
 	if !encOK {

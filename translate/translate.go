@@ -663,6 +663,54 @@ type metaBlock struct {
 	strs   [3]structpb.Value_StringValue
 }
 
+// appendLocalityGroups appends to cla one LocalityLbEndpoints per run of
+// the n hosts (sorted by compareHosts; at(i) is the i-th, ptrs[i] its
+// LbEndpoint) with equal priority, region and zone, and an empty one for
+// each priority skipped: priorities must have no gaps (Envoy and gRPC
+// clients NACK them); an empty one makes Envoy fail over past it. Each group
+// is weighted by its endpoint count: Envoy's locality-weighted load
+// balancing gives a locality without a weight no traffic (upstream_impl.cc,
+// PriorityStateManager::initializePriorityFor records only set weights,
+// updateClusterPrioritySet reads the others as 0), and the count keeps the
+// per-host share even. each, when not nil, is called with every group
+// appended and the hosts [start, start+count) it holds (count 0 for a gap).
+func appendLocalityGroups(cla *endpointv3.ClusterLoadAssignment, n int, at func(int) *host, ptrs []*endpointv3.LbEndpoint,
+	each func(g *endpointv3.LocalityLbEndpoints, start, count int)) {
+	next := PriorityReady // the lowest priority not emitted yet
+	for start := 0; start < n; {
+		first := at(start)
+		prio, region, zone := first.prio, first.region, first.zone
+		for ; next < prio; next++ {
+			g := &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{}, Priority: next}
+			cla.Endpoints = append(cla.Endpoints, g)
+			if each != nil {
+				each(g, start, 0)
+			}
+		}
+		next = prio + 1
+		end := start + 1
+		for end < n {
+			if h := at(end); h.prio != prio || h.region != region || h.zone != zone {
+				break
+			}
+			end++
+		}
+		g := &endpointv3.LocalityLbEndpoints{
+			Locality:            &corev3.Locality{Region: region, Zone: zone},
+			Priority:            prio,
+			LoadBalancingWeight: wrapperspb.UInt32(uint32(end - start)),
+			// Full slice expression: a caller appending to one group must
+			// not overwrite the next group's endpoints.
+			LbEndpoints: ptrs[start:end:end],
+		}
+		cla.Endpoints = append(cla.Endpoints, g)
+		if each != nil {
+			each(g, start, end-start)
+		}
+		start = end
+	}
+}
+
 // buildCLA turns the hosts of one port into its CLA.
 func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
@@ -714,37 +762,7 @@ func buildCLA(name string, hosts []host) *endpointv3.ClusterLoadAssignment {
 		ptrs[i] = blocks[i].fill(h, addr, x, addrs[ends[2*i]:ends[2*i+1]], m)
 	}
 
-	next := PriorityReady // the lowest priority not emitted yet
-	for len(order) > 0 {
-		prio, region, zone := order[0].prio, order[0].region, order[0].zone
-		for ; next < prio; next++ {
-			// Priorities must have no gaps (Envoy and gRPC clients NACK
-			// them); an empty one makes Envoy fail over past it.
-			cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-				Locality: &corev3.Locality{},
-				Priority: next,
-			})
-		}
-		next = prio + 1
-		n := 1
-		for n < len(order) && order[n].prio == prio && order[n].region == region && order[n].zone == zone {
-			n++
-		}
-		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality: &corev3.Locality{Region: region, Zone: zone},
-			Priority: prio,
-			// Envoy's locality-weighted load balancing gives a locality
-			// without a weight no traffic (upstream_impl.cc,
-			// PriorityStateManager::initializePriorityFor records only set
-			// weights, updateClusterPrioritySet reads the others as 0).
-			// Weighing by endpoint count keeps the per-host share even.
-			LoadBalancingWeight: wrapperspb.UInt32(uint32(n)),
-			// Full slice expression: a caller appending to one group must
-			// not overwrite the next group's endpoints.
-			LbEndpoints: ptrs[:n:n],
-		})
-		order, ptrs = order[n:], ptrs[n:]
-	}
+	appendLocalityGroups(cla, len(order), func(i int) *host { return order[i] }, ptrs, nil)
 	return cla
 }
 
