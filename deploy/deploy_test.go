@@ -600,4 +600,3 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		}
 	}
 }
-
