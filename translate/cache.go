@@ -335,12 +335,6 @@ func (c *ServiceCache) newEntry(s *discoveryv1.EndpointSlice, opts Options, regi
 		e.skipped.ForeignSlices++
 		return e
 	}
-	e.created, e.nEps = s.CreationTimestamp, len(s.Endpoints)
-	for _, p := range s.Ports {
-		if p.Protocol != nil && (*p.Protocol == corev1.ProtocolTCP || *p.Protocol == corev1.ProtocolUDP) {
-			e.votes = append(e.votes, portVote{name: deref(p.Name), proto: *p.Protocol})
-		}
-	}
 	var want4 bool
 	switch s.AddressType {
 	case discoveryv1.AddressTypeIPv4:
@@ -358,6 +352,13 @@ func (c *ServiceCache) newEntry(s *discoveryv1.EndpointSlice, opts Options, regi
 		return e
 	}
 	e.accepted = true
+	// Only accepted slices vote (IPFamily.translates says why).
+	e.created, e.nEps = s.CreationTimestamp, len(s.Endpoints)
+	for _, p := range s.Ports {
+		if p.Protocol != nil && (*p.Protocol == corev1.ProtocolTCP || *p.Protocol == corev1.ProtocolUDP) {
+			e.votes = append(e.votes, portVote{name: deref(p.Name), proto: *p.Protocol})
+		}
+	}
 	// Every port before the vote: slicePorts with a vote that keeps all.
 	for _, p := range s.Ports {
 		n := len(e.ports)

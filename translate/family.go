@@ -63,6 +63,15 @@ func (f IPFamily) String() string {
 	return fmt.Sprintf("IPFamily(%d)", uint8(f))
 }
 
+// translates reports whether slices of address type at are translated at
+// all: IPv4 or IPv6, of a family f serves. Only those slices vote on a port
+// name's protocol, as kube-proxy, which keeps one EndpointSliceCache per
+// family it proxies (pkg/proxy/endpointslicecache.go), never sees the
+// others.
+func (f IPFamily) translates(at discoveryv1.AddressType) bool {
+	return (at == discoveryv1.AddressTypeIPv4 || at == discoveryv1.AddressTypeIPv6) && f.serves(at)
+}
+
 // serves reports whether slices of the address family at (IPv4 or IPv6)
 // are translated.
 func (f IPFamily) serves(at discoveryv1.AddressType) bool {

@@ -168,6 +168,28 @@ func TestServiceIPFamilies(t *testing.T) {
 			skipped: translate.SkipCounts{OtherFamilySlices: 1, FQDNSlices: 1},
 		},
 		{
+			// kube-proxy keeps one EndpointSliceCache per family it proxies
+			// (pkg/proxy/endpointslicecache.go): another family's slices are
+			// not seen at all, so they cannot decide a port's protocol.
+			name: "ipv4: a newer IPv6 slice does not outvote the IPv4 slices' protocol",
+			slices: []*discoveryv1.EndpointSlice{
+				created(v4("a4", ports(tcp("dns", 53)), ep("10.0.0.1")), 100),
+				created(v6("b6", ports(withProto(tcp("dns", 53), corev1.ProtocolUDP)), ep("fd00::1"), ep("fd00::2")), 200),
+			},
+			opts:    translate.Options{Family: translate.IPFamilyIPv4},
+			want:    map[string][]string{"ns/svc/dns": {"p0 zone= 10.0.0.1:53/TCP HEALTHY"}},
+			skipped: translate.SkipCounts{OtherFamilySlices: 1},
+		},
+		{
+			name: "an FQDN slice never votes on a port's protocol",
+			slices: []*discoveryv1.EndpointSlice{
+				created(v4("a4", ports(tcp("dns", 53)), ep("10.0.0.1")), 100),
+				created(slice("f", discoveryv1.AddressTypeFQDN, ports(withProto(tcp("dns", 53), corev1.ProtocolUDP)), ep("example.com"), ep("example.org")), 200),
+			},
+			want:    map[string][]string{"ns/svc/dns": {"p0 zone= 10.0.0.1:53/TCP HEALTHY"}},
+			skipped: translate.SkipCounts{FQDNSlices: 1},
+		},
+		{
 			name: "ipv4 with only IPv6 slices: no CLAs",
 			slices: []*discoveryv1.EndpointSlice{
 				v6("b6", http80, ep("fd00::1")),
@@ -245,6 +267,15 @@ func TestServiceIPFamilies(t *testing.T) {
 			}
 			if res.Skipped != tt.skipped {
 				t.Errorf("Skipped:\n got %+v\nwant %+v", res.Skipped, tt.skipped)
+			}
+			// The incremental translation follows the same rules.
+			cached := translate.NewServiceCache(testNS, testSvc).Translate(tt.slices, tt.opts)
+			gotCached := map[string][]string{}
+			for _, cla := range cached.CLAs {
+				gotCached[cla.GetClusterName()] = summarize(cla)
+			}
+			if !reflect.DeepEqual(gotCached, tt.want) || cached.Skipped != tt.skipped {
+				t.Errorf("ServiceCache:\n got %s %+v\nwant %s %+v", render(gotCached), cached.Skipped, render(tt.want), tt.skipped)
 			}
 		})
 	}

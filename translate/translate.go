@@ -321,7 +321,8 @@ func Service(namespace, name string, endpointSlices []*discoveryv1.EndpointSlice
 	sizes := make(map[string]int)
 	protos := make(map[string]*protocolVote)
 	for _, s := range endpointSlices {
-		if s == nil || !keyOK || s.Namespace != namespace || s.Labels[ServiceNameLabel] != name {
+		if s == nil || !keyOK || s.Namespace != namespace || s.Labels[ServiceNameLabel] != name ||
+			!opts.Family.translates(s.AddressType) {
 			continue
 		}
 		for _, p := range s.Ports {
