@@ -98,7 +98,15 @@ func heapInUse() uint64 {
 // client's fixed cost (connection, stream, goroutines). marginal-B/sub
 // cancels that: the growth from every client holding a fifth of its names to
 // holding all of them, over the subscriptions added.
+//
+// cache=off is every client decoding for itself; cache=on shares one
+// DecodeCache, as internal/envoyfleet does.
 func BenchmarkFleetMemory(b *testing.B) {
+	b.Run("cache=off", func(b *testing.B) { benchmarkFleetMemory(b, false) })
+	b.Run("cache=on", func(b *testing.B) { benchmarkFleetMemory(b, true) })
+}
+
+func benchmarkFleetMemory(b *testing.B, share bool) {
 	const (
 		clas      = 2000
 		clients   = 100
@@ -152,9 +160,13 @@ func BenchmarkFleetMemory(b *testing.B) {
 
 	for range b.N {
 		base := heapInUse()
+		var dc *DecodeCache
+		if share {
+			dc = new(DecodeCache)
+		}
 		cs := make([]*Client, clients)
 		for i := range cs {
-			cs[i] = New(Config{Target: lis.Addr().String(), NodeID: fmt.Sprintf("envoy-%04d", i), Cluster: "bench"})
+			cs[i] = New(Config{Target: lis.Addr().String(), NodeID: fmt.Sprintf("envoy-%04d", i), Cluster: "bench", DecodeCache: dc})
 			cs[i].Subscribe(wants(i, 0, perClient/5)...)
 			if err := cs[i].Start(context.Background()); err != nil {
 				b.Fatal(err)
@@ -174,6 +186,12 @@ func BenchmarkFleetMemory(b *testing.B) {
 		}
 		b.ReportMetric(float64(full-base)/(clients*perClient), "B/sub")
 		b.ReportMetric(float64(full-fifth)/(clients*(perClient-perClient/5)), "marginal-B/sub")
+		if dc != nil {
+			b.ReportMetric(float64(dc.Len()), "cached")
+		}
+		if dc != nil {
+			b.ReportMetric(float64(dc.Len()), "cached")
+		}
 		for _, c := range cs {
 			_ = c.Close()
 		}
