@@ -68,11 +68,11 @@ type Client struct {
 	// held is the xDS state: what the client has accepted, by name, and
 	// declares on reconnect; removed marks wanted names whose latest news
 	// was a removal, with when it arrived.
-	held    map[string]entry
+	held    map[string]*entry
 	removed map[string]time.Time
 	// routes is what Envoy's clusters route with, by name: every applied
 	// resource, kept through removals (see Route).
-	routes map[string]entry
+	routes map[string]*entry
 	// st is the live stream, nil between streams.
 	st *stream
 	// resume is non-nil while stalled; closing it resumes reading.
@@ -112,9 +112,9 @@ func New(cfg Config) *Client {
 		log:     log.With(zap.String("node_id", cfg.NodeID), zap.String("type_url", cfg.TypeURL)),
 		done:    make(chan struct{}),
 		want:    make(map[string]struct{}),
-		held:    make(map[string]entry),
+		held:    make(map[string]*entry),
 		removed: make(map[string]time.Time),
-		routes:  make(map[string]entry),
+		routes:  make(map[string]*entry),
 	}
 }
 

@@ -82,11 +82,15 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 			}
 		}
 	}
-	// One receive time for all of the response's resources, rather than
-	// a copy in each.
+	// One entry per resource, shared by the routes and the xDS state
+	// (entries are replaced, never changed), and one receive time shared by
+	// the response's entries: a fleet keeps millions of them.
 	received := &at
+	for i := range items {
+		items[i].e = &entry{version: items[i].version, res: items[i].res, at: received}
+	}
 	if rej == nil && (reason == "" || applyN < len(items)) {
-		c.routeLocked(items[:applyN], received)
+		c.routeLocked(items[:applyN])
 	}
 	if reason == "" {
 		if report {
@@ -99,7 +103,7 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 			if !c.wantsLocked(it.name) {
 				continue
 			}
-			c.held[it.name] = entry{version: it.version, res: it.res, at: received}
+			c.held[it.name] = it.e
 			delete(c.removed, it.name)
 			if report {
 				applied.Updated = append(applied.Updated, NameVersion{Name: it.name, Version: it.version})
@@ -160,14 +164,14 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 // in response order and Config.Reject picks the resource that fails, so a
 // test can put the failure anywhere. items are those delivered before the
 // failure, or all of them. Callers hold c.mu.
-func (c *Client) routeLocked(items []item, at *time.Time) {
+func (c *Client) routeLocked(items []item) {
 	for _, it := range items {
 		if !c.wantsLocked(it.name) {
 			continue // WatchMap::onConfigUpdate skips resources no watch asked for.
 		}
 		// EdsClusterImpl::onConfigUpdate: a ClusterLoadAssignment replaces
 		// the cluster's hosts, and one with no endpoints empties it.
-		c.routes[it.name] = entry{version: it.version, res: it.res, at: at}
+		c.routes[it.name] = it.e
 	}
 }
 
@@ -209,6 +213,7 @@ type rejection struct {
 type item struct {
 	name, version string
 	res           *decoded
+	e             *entry // set by handle, once the response is accepted for application
 }
 
 // decodeResponse decodes and validates every resource of resp, or says why

@@ -137,21 +137,22 @@ type Route struct {
 }
 
 // entry is what the client keeps per name in its xDS state and its routes,
-// from which Held and Route values are built when read. It is smaller than
-// either, because a fleet keeps millions of them (issue 14): the message once
-// rather than as both CLA and Resource, and the receive time by reference,
-// one per response rather than a copy per resource.
+// from which Held and Route values are built when read. A fleet keeps
+// millions of them (issue 14), so it is small: the message once rather than
+// as both CLA and Resource, the receive time by reference, one per response,
+// and one entry for both views of a resource while they agree (an entry is
+// never changed, only replaced), the maps holding only pointers.
 type entry struct {
 	version string
 	res     *decoded
 	at      *time.Time
 }
 
-func (e entry) held() Held {
+func (e *entry) held() Held {
 	return Held{Version: e.version, CLA: e.res.cla(), Resource: e.res.msg, ReceivedAt: *e.at}
 }
 
-func (e entry) route() Route {
+func (e *entry) route() Route {
 	return Route{Version: e.version, CLA: e.res.cla(), Resource: e.res.msg, ReceivedAt: *e.at}
 }
 
