@@ -68,11 +68,11 @@ type Client struct {
 	// held is the xDS state: what the client has accepted, by name, and
 	// declares on reconnect; removed marks wanted names whose latest news
 	// was a removal, with when it arrived.
-	held    map[string]Held
+	held    map[string]*entry
 	removed map[string]time.Time
 	// routes is what Envoy's clusters route with, by name: every applied
 	// resource, kept through removals (see Route).
-	routes map[string]Route
+	routes map[string]*entry
 	// st is the live stream, nil between streams.
 	st *stream
 	// resume is non-nil while stalled; closing it resumes reading.
@@ -112,9 +112,9 @@ func New(cfg Config) *Client {
 		log:     log.With(zap.String("node_id", cfg.NodeID), zap.String("type_url", cfg.TypeURL)),
 		done:    make(chan struct{}),
 		want:    make(map[string]struct{}),
-		held:    make(map[string]Held),
+		held:    make(map[string]*entry),
 		removed: make(map[string]time.Time),
-		routes:  make(map[string]Route),
+		routes:  make(map[string]*entry),
 	}
 }
 
@@ -305,15 +305,18 @@ func (c *Client) Subscribed() []string {
 func (c *Client) HeldAll() map[string]Held {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return maps.Clone(c.held)
+	out := make(map[string]Held, len(c.held))
+	for n, e := range c.held {
+		out[n] = e.held()
+	}
+	return out
 }
 
 // Held returns the xDS state's resource with the given name.
 func (c *Client) Held(name string) (Held, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h, ok := c.held[name]
-	return h, ok
+	return State{c}.Held(name)
 }
 
 // Routes returns a copy of what the client routes with, by name: what an
@@ -322,15 +325,18 @@ func (c *Client) Held(name string) (Held, bool) {
 func (c *Client) Routes() map[string]Route {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return maps.Clone(c.routes)
+	out := make(map[string]Route, len(c.routes))
+	for n, e := range c.routes {
+		out[n] = e.route()
+	}
+	return out
 }
 
 // Route returns what the client routes with for name.
 func (c *Client) Route(name string) (Route, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r, ok := c.routes[name]
-	return r, ok
+	return State{c}.Route(name)
 }
 
 // Removed reports whether the latest news about a wanted name was a removal

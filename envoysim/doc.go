@@ -100,6 +100,38 @@
 // both NACKed and recorded as violations; a NACK asked for by [Config.NACK]
 // or [Config.Reject] is not a violation.
 //
+// # Sharing decoded resources
+//
+// Envoys are separate processes, and each decodes and validates what it
+// receives. A simulated fleet runs in one process, where N clients subscribed
+// to one CLA would keep N decoded copies of identical bytes: about 5.8 KB of
+// heap per subscription of a ten-endpoint CLA, which bounded the fleets the
+// benchmark could run (issue 14). Clients given one [DecodeCache]
+// ([Config.DecodeCache]; internal/envoyfleet gives one to all its clients)
+// instead share the message decoded from a resource's bytes (the Any's value,
+// per type URL), and the first receiver's name and version strings with it.
+//
+// This changes nothing a client does, only where the simulator keeps what it
+// decoded:
+//
+//   - what is shared is a pure function of the type and the bytes
+//     (unmarshalling and Validate read nothing else), so each client gets
+//     exactly what it would have decoded itself;
+//   - only successful decodes are shared: a body that fails is decoded,
+//     rejected and NACKed by each client that receives it, and recorded as
+//     each one's violation;
+//   - the checks that depend on more than the bytes (names, versions,
+//     duplicates, the Any's type against the subscription, cluster_name
+//     against the resource name, [Config.NACK] and [Config.Reject]) run for
+//     every client and every response;
+//   - decoded messages were already read-only ([Held] and [Route] share
+//     them rather than copy), and nothing in this package, envoyfleet, the
+//     benchmark or the e2e helpers writes to one.
+//
+// The cache holds its entries weakly: an entry goes (through
+// runtime.AddCleanup) once no client holds or routes with its message, so a
+// fleet whose resources change keeps only what some client still uses.
+//
 // # Concurrency
 //
 // While started, a Client runs one goroutine that owns the gRPC connection's

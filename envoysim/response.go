@@ -4,11 +4,9 @@ import (
 	"fmt"
 	"time"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // handle checks, applies and queues the ACK or NACK of one response. It runs
@@ -45,7 +43,7 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 	}
 	c.mu.Unlock()
 
-	items, rej := decodeResponse(c.cfg.TypeURL, resp)
+	items, rej := decodeResponse(c.cfg.DecodeCache, c.cfg.TypeURL, resp)
 	reason := ""
 	if rej != nil {
 		reason = rej.detail
@@ -62,7 +60,7 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 	applyN := len(items)
 	if reason == "" && c.cfg.Reject != nil {
 		for i, it := range items {
-			if err := c.cfg.Reject(it.name, it.msg); err != nil {
+			if err := c.cfg.Reject(it.name, it.res.msg); err != nil {
 				applyN = i
 				reason = fmt.Sprintf("%s: %s", it.name, err.Error())
 				break
@@ -84,8 +82,15 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 			}
 		}
 	}
+	// One entry per resource, shared by the routes and the xDS state
+	// (entries are replaced, never changed), and one receive time shared by
+	// the response's entries: a fleet keeps millions of them.
+	received := &at
+	for i := range items {
+		items[i].e = &entry{version: items[i].version, res: items[i].res, at: received}
+	}
 	if rej == nil && (reason == "" || applyN < len(items)) {
-		c.routeLocked(items[:applyN], at)
+		c.routeLocked(items[:applyN])
 	}
 	if reason == "" {
 		if report {
@@ -98,7 +103,7 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 			if !c.wantsLocked(it.name) {
 				continue
 			}
-			c.held[it.name] = Held{Version: it.version, CLA: it.cla, Resource: it.msg, ReceivedAt: at}
+			c.held[it.name] = it.e
 			delete(c.removed, it.name)
 			if report {
 				applied.Updated = append(applied.Updated, NameVersion{Name: it.name, Version: it.version})
@@ -159,14 +164,14 @@ func (c *Client) handle(st *stream, resp *discoveryv3.DeltaDiscoveryResponse, at
 // in response order and Config.Reject picks the resource that fails, so a
 // test can put the failure anywhere. items are those delivered before the
 // failure, or all of them. Callers hold c.mu.
-func (c *Client) routeLocked(items []item, at time.Time) {
+func (c *Client) routeLocked(items []item) {
 	for _, it := range items {
 		if !c.wantsLocked(it.name) {
 			continue // WatchMap::onConfigUpdate skips resources no watch asked for.
 		}
 		// EdsClusterImpl::onConfigUpdate: a ClusterLoadAssignment replaces
 		// the cluster's hosts, and one with no endpoints empties it.
-		c.routes[it.name] = Route{Version: it.version, CLA: it.cla, Resource: it.msg, ReceivedAt: at}
+		c.routes[it.name] = it.e
 	}
 }
 
@@ -207,14 +212,14 @@ type rejection struct {
 // item is one decoded resource of an acceptable response.
 type item struct {
 	name, version string
-	msg           proto.Message
-	cla           *endpointv3.ClusterLoadAssignment
+	res           *decoded
+	e             *entry // set by handle, once the response is accepted for application
 }
 
 // decodeResponse decodes and validates every resource of resp, or says why
 // the whole response must be rejected. It reads nothing but resp, so it runs
 // without the client's lock.
-func decodeResponse(typeURL string, resp *discoveryv3.DeltaDiscoveryResponse) ([]item, *rejection) {
+func decodeResponse(dc *DecodeCache, typeURL string, resp *discoveryv3.DeltaDiscoveryResponse) ([]item, *rejection) {
 	res := resp.GetResources()
 	names := make(map[string]struct{}, len(res))
 	for i, r := range res {
@@ -237,48 +242,16 @@ func decodeResponse(typeURL string, resp *discoveryv3.DeltaDiscoveryResponse) ([
 
 	items := make([]item, 0, len(res))
 	for _, r := range res {
-		n := r.GetName()
-		msg, cla, err := decodeAny(typeURL, r.GetResource())
+		n, v := r.GetName(), r.GetVersion()
+		d, err := decodeAny(dc, typeURL, n, v, r.GetResource())
 		if err != nil {
 			return nil, &rejection{InvalidResource, fmt.Sprintf("resource %q: %v", n, err)}
 		}
-		if cla != nil && cla.GetClusterName() != n {
+		if cla := d.cla(); cla != nil && cla.GetClusterName() != n {
 			return nil, &rejection{InvalidResource,
 				fmt.Sprintf("resource %q carries cluster_name %q", n, cla.GetClusterName())}
 		}
-		items = append(items, item{name: n, version: r.GetVersion(), msg: msg, cla: cla})
+		items = append(items, item{name: intern(n, d.name), version: intern(v, d.version), res: d})
 	}
 	return items, nil
-}
-
-// decodeAny unmarshals and validates one resource body of type typeURL.
-func decodeAny(typeURL string, a *anypb.Any) (proto.Message, *endpointv3.ClusterLoadAssignment, error) {
-	if a == nil {
-		return nil, nil, fmt.Errorf("no resource body")
-	}
-	if a.GetTypeUrl() != typeURL {
-		return nil, nil, fmt.Errorf("body is of type %q, not %q", a.GetTypeUrl(), typeURL)
-	}
-	var (
-		msg proto.Message
-		cla *endpointv3.ClusterLoadAssignment
-	)
-	if typeURL == TypeURLClusterLoadAssignment {
-		cla = new(endpointv3.ClusterLoadAssignment)
-		if err := a.UnmarshalTo(cla); err != nil {
-			return nil, nil, fmt.Errorf("decode ClusterLoadAssignment: %w", err)
-		}
-		msg = cla
-	} else {
-		var err error
-		if msg, err = a.UnmarshalNew(); err != nil {
-			return nil, nil, fmt.Errorf("decode %s: %w", typeURL, err)
-		}
-	}
-	if v, ok := msg.(interface{ Validate() error }); ok {
-		if err := v.Validate(); err != nil {
-			return nil, nil, fmt.Errorf("validate: %w", err)
-		}
-	}
-	return msg, cla, nil
 }

@@ -288,7 +288,7 @@ func (c *Client) nextRequestLocked(st *stream) (*discoveryv3.DeltaDiscoveryReque
 		if len(c.held) > 0 {
 			req.InitialResourceVersions = make(map[string]string, len(c.held))
 			for n, h := range c.held {
-				req.InitialResourceVersions[n] = h.Version
+				req.InitialResourceVersions[n] = h.version
 			}
 		}
 		return req, reqPlain

@@ -76,6 +76,12 @@ type Config struct {
 	// OnApply is a slow Envoy: the client stops reading until it returns.
 	OnApply func(Applied)
 
+	// DecodeCache, if set, is shared with other clients so that those that
+	// receive the same bytes for a resource hold one decoded message (see
+	// [DecodeCache]); nil means the client decodes everything for itself.
+	// Either way it behaves the same.
+	DecodeCache *DecodeCache
+
 	// Logger receives the client's logs; nil means none.
 	Logger *zap.Logger
 	// Backoff and MaxBackoff shape the delay before a new stream is opened
@@ -101,7 +107,8 @@ type Held struct {
 	// Version is the version the server gave with the resource.
 	Version string
 	// CLA is the resource when the type is ClusterLoadAssignment, else nil.
-	// It is shared, not copied: treat it as read-only.
+	// It is shared, not copied (with a [DecodeCache], with other clients
+	// too): treat it as read-only.
 	CLA *endpointv3.ClusterLoadAssignment
 	// Resource is the decoded resource whatever its type (the same pointer
 	// as CLA for EDS). Read-only too.
@@ -127,6 +134,26 @@ type Route struct {
 	Resource proto.Message
 	// ReceivedAt is when the response carrying it was received.
 	ReceivedAt time.Time
+}
+
+// entry is what the client keeps per name in its xDS state and its routes,
+// from which Held and Route values are built when read. A fleet keeps
+// millions of them (issue 14), so it is small: the message once rather than
+// as both CLA and Resource, the receive time by reference, one per response,
+// and one entry for both views of a resource while they agree (an entry is
+// never changed, only replaced), the maps holding only pointers.
+type entry struct {
+	version string
+	res     *decoded
+	at      *time.Time
+}
+
+func (e *entry) held() Held {
+	return Held{Version: e.version, CLA: e.res.cla(), Resource: e.res.msg, ReceivedAt: *e.at}
+}
+
+func (e *entry) route() Route {
+	return Route{Version: e.version, CLA: e.res.cla(), Resource: e.res.msg, ReceivedAt: *e.at}
 }
 
 // NameVersion is one resource version delivered in a response.
@@ -248,15 +275,21 @@ type State struct {
 // Held returns what the client's xDS state holds for name (the server's
 // view; see [Held]).
 func (s State) Held(name string) (Held, bool) {
-	h, ok := s.c.held[name]
-	return h, ok
+	e, ok := s.c.held[name]
+	if !ok {
+		return Held{}, false
+	}
+	return e.held(), true
 }
 
 // Route returns what the client routes with for name (Envoy's view; see
 // [Route]).
 func (s State) Route(name string) (Route, bool) {
-	r, ok := s.c.routes[name]
-	return r, ok
+	e, ok := s.c.routes[name]
+	if !ok {
+		return Route{}, false
+	}
+	return e.route(), true
 }
 
 // Removed reports whether the latest news about a wanted name was a removal.
@@ -271,8 +304,8 @@ func (s State) HeldLen() int { return len(s.c.held) }
 // RangeHeld calls f for each held resource, in no particular order, until f
 // returns false.
 func (s State) RangeHeld(f func(name string, h Held) bool) {
-	for n, h := range s.c.held {
-		if !f(n, h) {
+	for n, e := range s.c.held {
+		if !f(n, e.held()) {
 			return
 		}
 	}
@@ -284,8 +317,8 @@ func (s State) RouteLen() int { return len(s.c.routes) }
 // RangeRoutes calls f for each name the client routes with, in no
 // particular order, until f returns false.
 func (s State) RangeRoutes(f func(name string, r Route) bool) {
-	for n, r := range s.c.routes {
-		if !f(n, r) {
+	for n, e := range s.c.routes {
+		if !f(n, e.route()) {
 			return
 		}
 	}

@@ -1,7 +1,9 @@
 // Package envoyfleet runs fleets of envoysim clients for the e2e scenarios, the demo and the
 // benchmark: one place that names the clients, gives them zones, wires the per-client callbacks
 // (OnApply, NACK, Reject) with the client's index, waits for every client at once and sums their
-// counters.
+// counters. Its clients share one envoysim.DecodeCache, so that a fleet keeps one decoded copy of
+// each resource its clients hold rather than one per client (see envoysim's "Sharing decoded
+// resources"): what lets the benchmark run fleets of millions of subscriptions.
 //
 // It owns only the bookkeeping of many clients; how one client behaves is envoysim's, and what a
 // scenario or a benchmark measures with the callbacks is the caller's.
@@ -72,6 +74,9 @@ type Options struct {
 // Fleet is a set of running envoysim clients, client i at Clients[i].
 type Fleet struct {
 	Clients []*envoysim.Client
+	// DecodeCache is shared by the clients (unless Options.Configure took it away), for a
+	// caller that reports how much they share.
+	DecodeCache *envoysim.DecodeCache
 }
 
 // Start creates and starts opts.Size clients. They connect in the background; a client sends
@@ -81,7 +86,7 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 	if opts.NodePrefix == "" {
 		opts.NodePrefix = "envoy"
 	}
-	f := &Fleet{Clients: make([]*envoysim.Client, opts.Size)}
+	f := &Fleet{Clients: make([]*envoysim.Client, opts.Size), DecodeCache: new(envoysim.DecodeCache)}
 	for i := range opts.Size {
 		cfg := envoysim.Config{
 			Target:      opts.Target,
@@ -92,6 +97,7 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 			Wildcard:    opts.Wildcard,
 			Backoff:     opts.Backoff,
 			Logger:      opts.Logger,
+			DecodeCache: f.DecodeCache,
 		}
 		if len(opts.Zones) > 0 {
 			cfg.Locality = &corev3.Locality{Zone: opts.Zones[i%len(opts.Zones)]}
