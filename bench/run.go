@@ -29,6 +29,10 @@ type Options struct {
 	// standard order.
 	Workloads []string
 	Servers   []string
+	// CurveStreams, when set, replaces the stream counts of every curve
+	// workload (fleet-curve), taken as given rather than scaled: one point
+	// of the full-size curve can run where the whole curve does not fit.
+	CurveStreams []int
 	// Seed makes the workloads' random choices; every server of one
 	// workload sees the same changes.
 	Seed uint64
@@ -179,24 +183,9 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 			return nil, fmt.Errorf("bench: unknown server %q (want one of %v)", k, control.Kinds)
 		}
 	}
-	rateFactor := prof.RateFactor
-	if cfg.RateFactor > 0 {
-		rateFactor = cfg.RateFactor
-	}
-	var workloads []Workload
-	for _, name := range cfg.Workloads {
-		scale := prof.Default
-		if s, ok := prof.Scales[name]; ok {
-			scale = s
-		}
-		if cfg.Scale > 0 {
-			scale = cfg.Scale
-		}
-		w, err := ScaledWorkload(name, scale, rateFactor)
-		if err != nil {
-			return nil, fmt.Errorf("bench: %w", err)
-		}
-		workloads = append(workloads, w.Points()...)
+	workloads, err := selectWorkloads(cfg, prof)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.CPUProfileDir != "" {
 		if err := os.MkdirAll(cfg.CPUProfileDir, 0o755); err != nil {
@@ -614,4 +603,36 @@ func parentCPU() float64 {
 		return 0
 	}
 	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+// selectWorkloads returns cfg's workloads at prof's scales (or cfg.Scale),
+// each curve workload expanded into its points.
+func selectWorkloads(cfg Options, prof Profile) ([]Workload, error) {
+	rateFactor := prof.RateFactor
+	if cfg.RateFactor > 0 {
+		rateFactor = cfg.RateFactor
+	}
+	var workloads []Workload
+	for _, name := range cfg.Workloads {
+		scale := prof.Default
+		if s, ok := prof.Scales[name]; ok {
+			scale = s
+		}
+		if cfg.Scale > 0 {
+			scale = cfg.Scale
+		}
+		w, err := ScaledWorkload(name, scale, rateFactor)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		if len(w.Curve) > 0 && len(cfg.CurveStreams) > 0 {
+			if i := slices.IndexFunc(cfg.CurveStreams, func(n int) bool { return n <= 0 }); i >= 0 {
+				return nil, fmt.Errorf("bench: curve streams must be positive, got %d", cfg.CurveStreams[i])
+			}
+			w.Curve = slices.Clone(cfg.CurveStreams)
+			w.Streams = w.Curve[0]
+		}
+		workloads = append(workloads, w.Points()...)
+	}
+	return workloads, nil
 }

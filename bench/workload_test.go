@@ -109,3 +109,26 @@ func TestRolling10kScalesItsService(t *testing.T) {
 		}
 	}
 }
+
+func TestSelectWorkloadsCurveStreams(t *testing.T) {
+	full := Profiles["full"]
+	ws, err := selectWorkloads(Options{Workloads: []string{"fleet-curve", "storm"}, CurveStreams: []int{1000}}, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ws) != 2 || ws[0].Name != "fleet-curve" || ws[0].Streams != 1000 || ws[0].CLAs != 10000 || ws[1].Name != "storm" || ws[1].Streams != 10000 {
+		t.Fatalf("got %+v", ws)
+	}
+	// Taken as given, not scaled; without it the profile's scaled points.
+	ws, err = selectWorkloads(Options{Workloads: []string{"fleet-curve"}, CurveStreams: []int{7, 9}, Scale: 0.1}, full)
+	if err != nil || len(ws) != 2 || ws[0].Streams != 7 || ws[1].Streams != 9 || ws[0].CLAs != 1000 {
+		t.Fatalf("got %+v, %v", ws, err)
+	}
+	ws, err = selectWorkloads(Options{Workloads: []string{"fleet-curve"}}, Profiles["short"])
+	if err != nil || len(ws) != 3 || ws[0].Streams != 50 || ws[2].Streams != 500 {
+		t.Fatalf("got %+v, %v", ws, err)
+	}
+	if _, err := selectWorkloads(Options{Workloads: []string{"fleet-curve"}, CurveStreams: []int{0}}, full); err == nil {
+		t.Fatal("a zero stream count was accepted")
+	}
+}

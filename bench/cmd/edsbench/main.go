@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +26,7 @@ func run() int {
 	var (
 		cfg              bench.Options
 		workloads, servs string
+		curve            string
 		seed             uint64
 		syncT, drainT    time.Duration
 		quiet            bool
@@ -33,6 +35,7 @@ func run() int {
 	flag.Float64Var(&cfg.Scale, "scale", 0, "run every workload at this scale of the issue's sizes (overrides -profile's scales)")
 	flag.Float64Var(&cfg.RateFactor, "rate-factor", 0, "multiply every workload's change rate (overrides -profile's)")
 	flag.StringVar(&workloads, "workloads", "", "comma-separated workloads (default all: "+strings.Join(bench.WorkloadNames(), ",")+")")
+	flag.StringVar(&curve, "curve-streams", "", "comma-separated stream counts replacing fleet-curve's points, unscaled (e.g. 1000 for the full curve's first point)")
 	flag.StringVar(&servs, "servers", "", "comma-separated servers (default all: deltaeds,linear,snapshot,wire)")
 	flag.Uint64Var(&seed, "seed", 1, "seed of the workloads' random choices")
 	flag.StringVar(&cfg.ResultsDir, "results", "bench/results", "directory for <timestamp>.json and .png; empty writes none")
@@ -54,6 +57,14 @@ func run() int {
 	cfg.SyncTimeout, cfg.DrainTimeout = syncT, drainT
 	if workloads != "" {
 		cfg.Workloads = strings.Split(workloads, ",")
+	}
+	for _, f := range strings.FieldsFunc(curve, func(r rune) bool { return r == ',' }) {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "edsbench: -curve-streams: %q is not a positive stream count\n", f)
+			return 2
+		}
+		cfg.CurveStreams = append(cfg.CurveStreams, n)
 	}
 	if servs != "" {
 		cfg.Servers = strings.Split(servs, ",")
