@@ -130,21 +130,24 @@ func (r *Reviewer) Allowed(ctx context.Context, a Access) (bool, error) {
 }
 
 // WaitGranted waits until every access in needed is allowed, and returns
-// those still denied when timeout passes (none when all were granted). The
-// RBAC authorizer reads roles and bindings through its own informers, so a
-// binding just applied takes effect a moment later: a caller judging what
-// must be denied waits here first, for the positive signal that the
-// authorizer has seen the bindings.
+// those still denied by the first complete round of reviews after timeout
+// (none when all were granted). The RBAC authorizer reads roles and
+// bindings through its own informers, so a binding just applied takes
+// effect a moment later: a caller judging what must be denied waits here
+// first, for the positive signal that the authorizer has seen the bindings.
+//
+// Each round runs whole under ctx, not under the timeout: client-go's rate
+// limiter fails a request at once when it predicts it cannot start before
+// its context's deadline, which under load turned "still denied" into an
+// error.
 func (r *Reviewer) WaitGranted(ctx context.Context, needed []Access, timeout time.Duration) ([]Access, error) {
-	missing := needed // as of the last complete round of reviews
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	var missing []Access
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		var denied []Access
 		for _, a := range needed {
 			ok, err := r.Allowed(ctx, a)
 			if err != nil {
-				if ctx.Err() != nil {
-					return false, ctx.Err() // the time is up mid-round
-				}
 				return false, err
 			}
 			if !ok {
@@ -152,10 +155,10 @@ func (r *Reviewer) WaitGranted(ctx context.Context, needed []Access, timeout tim
 			}
 		}
 		missing = denied
-		return len(denied) == 0, nil
+		return len(denied) == 0 || !time.Now().Before(deadline), nil
 	})
-	if err != nil && !wait.Interrupted(err) {
-		return nil, err
+	if err != nil {
+		return nil, fmt.Errorf("kubeaccess: wait for %d accesses: %w", len(needed), err)
 	}
 	return missing, nil
 }

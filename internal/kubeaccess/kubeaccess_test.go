@@ -84,4 +84,15 @@ func TestApplyAndReview(t *testing.T) {
 	if err != nil || len(missing) != 1 || missing[0] != otherNS {
 		t.Errorf("WaitGranted(list pods here and in default) = %v, %v; want %v missing", missing, err, otherNS)
 	}
+
+	// A throttled client (as under load, when client-go's rate limiter
+	// makes a review wait past the timeout) still gets a complete round's
+	// answer, not an error.
+	slowCfg := cp.RESTConfig()
+	slowCfg.QPS, slowCfg.Burst = 1, 1
+	slow := kubeaccess.ServiceAccount(kubernetes.NewForConfigOrDie(slowCfg), "team", "reader")
+	missing, err = slow.WaitGranted(ctx, []kubeaccess.Access{listPods, otherNS, deletePods}, 300*time.Millisecond)
+	if err != nil || len(missing) != 2 || missing[0] != otherNS || missing[1] != deletePods {
+		t.Errorf("throttled WaitGranted = %v, %v; want %v and %v missing", missing, err, otherNS, deletePods)
+	}
 }
