@@ -15,9 +15,12 @@
 // # Subscriptions and pending sets
 //
 // A [Subscription] is one stream's interest in one type: the names it
-// subscribed to (or a wildcard), the version it last sent the client for each
-// name, and a pending set of names whose state may differ from what the client
-// holds. The store indexes subscriptions by name and keeps a list of wildcard
+// subscribed to (or a wildcard), what its client holds of each name (the
+// version it was last sent or declared, or that it was told the name does not
+// exist), and a pending set of names whose state may differ from what the
+// client holds. Whether a name is subscribed to and what is held of it share
+// one map entry per name, so answering a pending name looks it up once. The
+// store indexes subscriptions by name and keeps a list of wildcard
 // subscriptions, so an update touches only the subscriptions of the names it
 // changed: its cost does not depend on the number of resources in the store,
 // nor on how many names each subscription holds.

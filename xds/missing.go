@@ -90,8 +90,8 @@ func (sub *Subscription) MissingNames(limit int) []string {
 	var out []string
 	t := sub.t
 	t.mu.RLock()
-	for n := range sub.names {
-		if t.resources[n] == nil {
+	for n, st := range sub.names {
+		if st.named && t.resources[n] == nil {
 			out = append(out, n)
 		}
 	}

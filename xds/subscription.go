@@ -15,22 +15,32 @@ const Wildcard = "*"
 // subscription's name limit. The subscription is left unchanged.
 var ErrTooManyNames = errors.New("too many subscribed resource names")
 
-// holding is what the subscription believes its client holds of one name:
-// what it was last sent, or what it declared in initial_resource_versions.
-type holding struct {
-	state holdState
-	// version is the version held, when state is holdsVersion.
+// nameState is what a subscription keeps of one name: whether it names it,
+// and what it believes its client holds of it (what it was last sent, or
+// what it declared in initial_resource_versions). Both live in one map
+// entry, not in a set of names and a map of holdings, so that Next looks a
+// name up once and a subscription pays one entry per name; the fields are
+// ordered so that the struct is a string and two bytes (24 bytes on 64-bit
+// platforms). A name neither named nor held has no entry.
+type nameState struct {
+	// version is the version held, when hold is holdsVersion.
 	version string
+	hold    holdState
+	// named: subscribed to by name, not only through the wildcard.
+	named bool
 }
 
-// holdState says which kind of holding a name is.
+// holdState says what the client holds of a name.
 type holdState uint8
 
 const (
+	// toldNothing: the client was never told about the name, or dropped
+	// what it was told (it named the name again).
+	toldNothing holdState = iota
 	// holdsVersion: the client holds version, sent to it or declared by it.
 	// A NACKed version counts as held, so the same content is not resent
 	// in a loop; the next change is.
-	holdsVersion holdState = iota
+	holdsVersion
 	// toldAbsent: the client was sent a removal of the name (or declared an
 	// empty version: it holds nothing), so the removal is not repeated.
 	toldAbsent
@@ -39,8 +49,11 @@ const (
 	mustAnswer
 )
 
-// holds reports whether h is exactly version v.
-func (h holding) holds(v string) bool { return h.state == holdsVersion && h.version == v }
+// known reports whether the client was told anything of the name.
+func (st nameState) known() bool { return st.hold != toldNothing }
+
+// holds reports whether the client holds exactly version v.
+func (st nameState) holds(v string) bool { return st.hold == holdsVersion && st.version == v }
 
 // Subscription is one stream's interest in one type of resource. It is safe
 // for concurrent use: the store marks names pending from updater goroutines
@@ -54,16 +67,16 @@ type Subscription struct {
 	// it picks the variant of each name it is served (see Variants).
 	view View
 
-	mu       sync.Mutex // guards every field below
-	names    map[string]struct{}
+	mu sync.Mutex // guards every field below
+	// names holds the state of every name the subscription names or its
+	// client was told about (see nameState); named counts those it names.
+	names    map[string]nameState
+	named    int
 	wildcard bool
 	// wildcardSince is when the wildcard was last turned on: a resource
 	// observed after it reaches the client as a change, not as its answer.
 	wildcardSince time.Time
-	// sent is what the client holds of each name it was sent or declared
-	// (see holding); a name it was never told about has no entry.
-	sent    map[string]holding
-	pending map[string]struct{}
+	pending       map[string]struct{}
 	// isolate queues the names of a rejected multi-resource response, to be
 	// sent again one per response (see Rejected); isolating is its set.
 	isolate   []string
@@ -110,8 +123,7 @@ func (s *Store) SubscribeView(typeURL string, v View, notify chan<- struct{}, ma
 		notify:   notify,
 		maxNames: maxNames,
 		view:     v,
-		names:    make(map[string]struct{}),
-		sent:     make(map[string]holding),
+		names:    make(map[string]nameState),
 		pending:  make(map[string]struct{}),
 	}
 	t.mu.Lock()
@@ -158,14 +170,13 @@ func (sub *Subscription) Update(c SubscriptionChange) error {
 	if err := sub.checkLimitLocked(c); err != nil {
 		return err
 	}
-	if len(sub.names) == 0 && len(sub.sent) == 0 && len(sub.pending) == 0 {
+	if len(sub.names) == 0 && len(sub.pending) == 0 {
 		// A stream's first request names everything it wants at once, and a
 		// reconnecting Envoy declares everything it holds: size the maps for
 		// that rather than growing them name by name (issue 14's storm
 		// profile: their growth was ~12% of the restarted server's CPU).
 		n := max(len(c.Subscribe), len(c.InitialVersions))
-		sub.names = make(map[string]struct{}, len(c.Subscribe))
-		sub.sent = make(map[string]holding, n)
+		sub.names = make(map[string]nameState, n)
 		sub.pending = make(map[string]struct{}, n)
 	}
 	sub.declareLocked(c.InitialVersions)
@@ -195,7 +206,7 @@ func (sub *Subscription) checkLimitLocked(c SubscriptionChange) error {
 		return nil
 	}
 	// Counting exactly takes two maps; the upper bound settles the usual case.
-	if len(sub.names)+len(c.Subscribe) <= sub.maxNames && len(c.InitialVersions) <= sub.maxNames {
+	if sub.named+len(c.Subscribe) <= sub.maxNames && len(c.InitialVersions) <= sub.maxNames {
 		return nil
 	}
 	if held := sub.namesAfter(c); held > sub.maxNames {
@@ -212,11 +223,13 @@ func (sub *Subscription) checkLimitLocked(c SubscriptionChange) error {
 // nothing held. Callers hold sub.mu.
 func (sub *Subscription) declareLocked(versions map[string]string) {
 	for name, version := range versions {
+		st := sub.names[name]
 		if version == "" {
-			sub.sent[name] = holding{state: toldAbsent}
+			st.hold, st.version = toldAbsent, ""
 		} else {
-			sub.sent[name] = holding{state: holdsVersion, version: version}
+			st.hold, st.version = holdsVersion, version
 		}
+		sub.names[name] = st
 		sub.pending[name] = struct{}{}
 	}
 }
@@ -230,19 +243,19 @@ func (sub *Subscription) unsubscribeLocked(names []string) (unindex []string, wi
 			wildcardOff = true
 			continue
 		}
-		if _, ok := sub.names[n]; !ok {
+		if !sub.names[n].named {
 			continue
 		}
-		delete(sub.names, n)
+		sub.named--
 		unindex = append(unindex, n)
 		if !sub.wildcard {
-			delete(sub.sent, n)
+			delete(sub.names, n)
 			delete(sub.pending, n)
 		} else {
 			// The client cannot tell whether the wildcard still covers the
 			// name, so it must be told: the resource, or its removal
 			// (xds_protocol.rst, "Unsubscribing from Resources").
-			sub.sent[n] = holding{state: mustAnswer}
+			sub.names[n] = nameState{hold: mustAnswer}
 			sub.pending[n] = struct{}{}
 		}
 	}
@@ -259,16 +272,19 @@ func (sub *Subscription) subscribeLocked(names []string, declared map[string]str
 			continue
 		}
 		sub.pending[n] = struct{}{}
-		if _, ok := sub.names[n]; ok {
+		st := sub.names[n]
+		if st.named {
 			if _, ok := declared[n]; !ok {
 				// A client naming again a name it is subscribed to has
 				// dropped its copy (Envoy removes a cluster and adds it back
 				// without unsubscribing in between): answer it again.
-				delete(sub.sent, n)
+				sub.names[n] = nameState{named: true}
 			}
 			continue
 		}
-		sub.names[n] = struct{}{}
+		st.named = true
+		sub.names[n] = st
+		sub.named++
 		index = append(index, n)
 	}
 	return index, wildcardOn
@@ -279,9 +295,9 @@ func (sub *Subscription) subscribeLocked(names []string, declared map[string]str
 // hold sub.mu.
 func (sub *Subscription) dropWildcardOnlyLocked() {
 	sub.wildcard = false
-	for n := range sub.sent {
-		if _, named := sub.names[n]; !named {
-			delete(sub.sent, n)
+	for n, st := range sub.names {
+		if !st.named {
+			delete(sub.names, n)
 			delete(sub.pending, n)
 		}
 	}
@@ -368,7 +384,7 @@ func (sub *Subscription) reindexLocked(index, unindex []string, standIns map[str
 func (sub *Subscription) namesAfter(c SubscriptionChange) int {
 	gone := make(map[string]struct{}, len(c.Unsubscribe))
 	for _, n := range c.Unsubscribe {
-		if _, ok := sub.names[n]; ok {
+		if sub.names[n].named {
 			gone[n] = struct{}{}
 		}
 	}
@@ -377,14 +393,14 @@ func (sub *Subscription) namesAfter(c SubscriptionChange) int {
 		if n == Wildcard {
 			continue
 		}
-		if _, held := sub.names[n]; !held {
+		if !sub.names[n].named {
 			added[n] = struct{}{}
 		} else {
 			// Unsubscribed and subscribed in one request: it stays.
 			delete(gone, n)
 		}
 	}
-	return len(sub.names) - len(gone) + len(added)
+	return sub.named - len(gone) + len(added)
 }
 
 // Batch is what a subscription should send next.
@@ -498,7 +514,7 @@ func (sub *Subscription) nextIsolatedLocked() Batch {
 		sub.isolate[0] = ""
 		sub.isolate = sub.isolate[1:]
 		delete(sub.isolating, name)
-		_, named := sub.names[name]
+		named := sub.names[name].named
 		if !named && !sub.wildcard {
 			continue
 		}
@@ -507,7 +523,7 @@ func (sub *Subscription) nextIsolatedLocked() Batch {
 			continue // gone meanwhile: the pending set answers it
 		}
 		delete(sub.pending, name)
-		sub.sent[name] = holding{state: holdsVersion, version: r.Version}
+		sub.names[name] = nameState{version: r.Version, hold: holdsVersion, named: named}
 		sub.isolatedLast = true
 		return Batch{Resources: []*Resource{r}}
 	}
@@ -528,24 +544,22 @@ const (
 	answerRemoval
 )
 
-// answerLocked says what pending name calls for, given what the client holds
-// of it, and returns the resource to send for answerResource. Callers hold
-// sub.mu and t.mu.
-func (sub *Subscription) answerLocked(name string) (answer, *Resource) {
-	_, named := sub.names[name]
-	if !named && !sub.wildcard {
+// answerLocked says what pending name calls for, given its state st, and
+// returns the resource to send for answerResource. Callers hold sub.mu and
+// t.mu.
+func (sub *Subscription) answerLocked(name string, st nameState) (answer, *Resource) {
+	if !st.named && !sub.wildcard {
 		return answerNothing, nil // unsubscribed meanwhile
 	}
-	r := sub.currentLocked(name, named)
-	held, known := sub.sent[name]
+	r := sub.currentLocked(name, st.named)
 	switch {
-	case r == nil && known && held.state == toldAbsent:
+	case r == nil && st.hold == toldAbsent:
 		return answerNothing, nil // already told
-	case r == nil && !known && !named:
+	case r == nil && !st.known() && !st.named:
 		return answerNothing, nil // a wildcard subscription never sent it
 	case r == nil:
 		return answerRemoval, nil
-	case known && held.holds(r.Version):
+	case st.holds(r.Version):
 		return answerNothing, nil
 	default:
 		return answerResource, r
@@ -554,12 +568,12 @@ func (sub *Subscription) answerLocked(name string) (answer, *Resource) {
 
 // propagatesChangeLocked reports whether sending r propagates a change the
 // client was subscribed to when it happened (see Batch.Observed), given what
-// it held before. Callers hold sub.mu.
-func (sub *Subscription) propagatesChangeLocked(r *Resource, held holding, known bool) bool {
+// it held before (st). Callers hold sub.mu.
+func (sub *Subscription) propagatesChangeLocked(r *Resource, st nameState) bool {
 	if r.ObservedAt.IsZero() {
 		return false
 	}
-	return known && held.state != mustAnswer || sub.wildcard && r.ObservedAt.After(sub.wildcardSince)
+	return st.known() && st.hold != mustAnswer || sub.wildcard && r.ObservedAt.After(sub.wildcardSince)
 }
 
 // nextPendingLocked takes pending names up to the budget. It reports whether
@@ -572,7 +586,8 @@ func (sub *Subscription) nextPendingLocked(maxBytes int) (b Batch, more bool) {
 		if _, iso := sub.isolating[name]; iso {
 			continue // sent alone, in its turn
 		}
-		what, r := sub.answerLocked(name)
+		st := sub.names[name]
+		what, r := sub.answerLocked(name, st)
 		switch what {
 		case answerNothing:
 			delete(sub.pending, name)
@@ -583,10 +598,10 @@ func (sub *Subscription) nextPendingLocked(maxBytes int) (b Batch, more bool) {
 			delete(sub.pending, name)
 			b.Removed = append(b.Removed, name)
 			size += len(name) + 2
-			if _, named := sub.names[name]; named {
-				sub.sent[name] = holding{state: toldAbsent}
+			if st.named {
+				sub.names[name] = nameState{hold: toldAbsent, named: true}
 			} else {
-				delete(sub.sent, name) // a wildcard removal: nothing to remember
+				delete(sub.names, name) // a wildcard removal: nothing to remember
 			}
 		case answerResource:
 			if !fits(r.WireSize) {
@@ -594,11 +609,10 @@ func (sub *Subscription) nextPendingLocked(maxBytes int) (b Batch, more bool) {
 			}
 			delete(sub.pending, name)
 			b.Resources = append(b.Resources, r)
-			held, known := sub.sent[name]
-			if sub.propagatesChangeLocked(r, held, known) {
+			if sub.propagatesChangeLocked(r, st) {
 				b.Observed = append(b.Observed, r.ObservedAt)
 			}
-			sub.sent[name] = holding{state: holdsVersion, version: r.Version}
+			sub.names[name] = nameState{version: r.Version, hold: holdsVersion, named: st.named}
 			size += r.WireSize
 		}
 	}
@@ -652,7 +666,7 @@ type Stats struct {
 func (sub *Subscription) Stats() Stats {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	return Stats{TypeURL: sub.t.url, View: sub.view, Names: len(sub.names), Wildcard: sub.wildcard, Pending: len(sub.pending)}
+	return Stats{TypeURL: sub.t.url, View: sub.view, Names: sub.named, Wildcard: sub.wildcard, Pending: len(sub.pending)}
 }
 
 // Close unregisters the subscription from the store. It is idempotent.
@@ -665,14 +679,16 @@ func (sub *Subscription) Close() {
 	sub.closed = true
 	names := sub.names
 	sub.names = nil
+	sub.named = 0
 	sub.pending = nil
-	sub.sent = nil
 	sub.mu.Unlock()
 
 	t := sub.t
 	t.mu.Lock()
-	for n := range names {
-		t.unindexLocked(n, sub)
+	for n, st := range names {
+		if st.named {
+			t.unindexLocked(n, sub)
+		}
 	}
 	if _, was := t.wildcard[sub]; was {
 		delete(t.wildcard, sub)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/proto"
@@ -1093,5 +1094,14 @@ func concurrentApplyAndSubscriptions(t *testing.T, standIn AbsentFunc, withViews
 	}
 	if ch, _ := s.Apply(claType, []ResourceUpdate{set("n0", maxGen+1)}); ch.Notified != 0 {
 		t.Errorf("Apply after every stream closed notified %d", ch.Notified)
+	}
+}
+
+// TestNameStateSize: a subscription keeps one nameState per name, so a field
+// added in the wrong place (padding a byte out to a word) costs every
+// subscribed name of the fleet.
+func TestNameStateSize(t *testing.T) {
+	if got, want := unsafe.Sizeof(nameState{}), unsafe.Sizeof("")+unsafe.Sizeof(uintptr(0)); got > want {
+		t.Errorf("nameState is %d bytes, over a string and a word (%d)", got, want)
 	}
 }
