@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"syscall"
 	"time"
 
 	"github.com/deltaeds/deltaeds/bench/control"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
 
 // Options configure Run. Only Command is required.
@@ -377,7 +377,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 		}
 	}
 	f.tr.armed.Store(true)
-	p1 := parentCPU()
+	p1 := supervisor.SelfCPU().Seconds()
 	interval := time.Duration(float64(time.Second) / r.w.Rate)
 	buf := make([]byte, 0, 4096)
 	start := time.Now()
@@ -412,7 +412,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 		return ctx.Err()
 	}
 	res.ChangeSeconds = time.Since(start).Seconds()
-	res.FleetCPUSeconds = parentCPU() - p1
+	res.FleetCPUSeconds = supervisor.SelfCPU().Seconds() - p1
 	s2, err := ch.stats(ctx, r.cfg.DrainTimeout)
 	if err != nil {
 		return err
@@ -467,7 +467,7 @@ func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet
 	if err != nil {
 		return err
 	}
-	p0 := parentCPU()
+	p0 := supervisor.SelfCPU().Seconds()
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
 	reconnected, err := f.waitReconnected(rctx, c1, time.Second)
 	cancel()
@@ -486,7 +486,7 @@ func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet
 	res.CPUSeconds = res.ReconnectCPU
 	res.UserSeconds = s1.UserSeconds - s0.UserSeconds
 	res.SystemSeconds = s1.SystemSeconds - s0.SystemSeconds
-	res.FleetCPUSeconds = parentCPU() - p0
+	res.FleetCPUSeconds = supervisor.SelfCPU().Seconds() - p0
 	res.ReconnectBytes = c2.Bytes - c1.Bytes
 	res.PeakRSSBytes = max(res.PeakRSSBytes, s1.PeakRSSBytes)
 	// Nothing changed: every client must still hold exactly what it held
@@ -527,7 +527,7 @@ func (r *runner) storm(ctx context.Context, res *Result, old *child, f *fleet, c
 	if err != nil {
 		return ch, err
 	}
-	p0 := parentCPU()
+	p0 := supervisor.SelfCPU().Seconds()
 	killed := time.Now()
 	old.kill()
 	// A client between streams names the canary in its next stream's first
@@ -544,7 +544,7 @@ func (r *runner) storm(ctx context.Context, res *Result, old *child, f *fleet, c
 	if err != nil {
 		return ch, err
 	}
-	res.FleetCPUSeconds = parentCPU() - p0
+	res.FleetCPUSeconds = supervisor.SelfCPU().Seconds() - p0
 	res.ReconnectSeconds = answered.Sub(killed).Seconds()
 	res.ReconnectCPU = s1.CPUSeconds() - s0.CPUSeconds()
 	res.CPUSeconds = res.ReconnectCPU
@@ -594,15 +594,6 @@ func summarize(lat []time.Duration) (*Percentiles, []CDFPoint) {
 		cdf = append(cdf, CDFPoint{Ms: ms(lat[i]), Fraction: float64(i+1) / float64(len(lat))})
 	}
 	return p, cdf
-}
-
-// parentCPU is this process's user plus system CPU seconds.
-func parentCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 }
 
 // selectWorkloads returns cfg's workloads at prof's scales (or cfg.Scale),

@@ -3,7 +3,6 @@ package watch_test
 import (
 	"fmt"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 	"github.com/deltaeds/deltaeds/translate"
 	"github.com/deltaeds/deltaeds/xds"
 )
@@ -92,10 +92,10 @@ func BenchmarkOneEndpointChange(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			b.StopTimer()
 			cur = changeOne(cur, i)
-			before := cpuTime()
+			before := supervisor.SelfCPU()
 			b.StartTimer()
 			change(cur)
-			cpu += cpuTime() - before
+			cpu += supervisor.SelfCPU() - before
 		}
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
@@ -121,13 +121,4 @@ func BenchmarkOneEndpointChange(b *testing.B) {
 			}
 		})
 	})
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

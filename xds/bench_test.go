@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/deltaeds/deltaeds/internal/supervisor"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -91,7 +91,7 @@ func benchChanges(b *testing.B, s *Store, streams []benchStream, names []string)
 
 	b.ReportAllocs()
 	changes := 0
-	cpu0 := cpuTime()
+	cpu0 := supervisor.SelfCPU()
 	for b.Loop() {
 		k := changes % len(names)
 		changeCLA(msgs[k].ClusterLoadAssignment, changes)
@@ -127,7 +127,7 @@ func benchChanges(b *testing.B, s *Store, streams []benchStream, names []string)
 		applyDur += t1.Sub(t0)
 		changes++
 	}
-	cpu := cpuTime() - cpu0
+	cpu := supervisor.SelfCPU() - cpu0
 
 	if deliveries != changes*len(streams) {
 		b.Fatalf("%d deliveries for %d changes to %d streams", deliveries, changes, len(streams))
@@ -276,7 +276,7 @@ func BenchmarkSubscriptionMemory(b *testing.B) {
 			runtime.GC()
 			runtime.ReadMemStats(&before)
 			b.ReportAllocs()
-			cpu0 := cpuTime()
+			cpu0 := supervisor.SelfCPU()
 			for b.Loop() {
 				sub := s.Subscribe(claType, make(chan struct{}, 1), 0)
 				if err := sub.Update(change); err != nil {
@@ -292,7 +292,7 @@ func BenchmarkSubscriptionMemory(b *testing.B) {
 				subs = append(subs, sub)
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(len(subs)), "cpu-ns/op")
+			b.ReportMetric(float64(supervisor.SelfCPU()-cpu0)/float64(len(subs)), "cpu-ns/op")
 			runtime.GC()
 			runtime.ReadMemStats(&after)
 			retained := float64(after.HeapAlloc) - float64(before.HeapAlloc)
@@ -300,13 +300,4 @@ func BenchmarkSubscriptionMemory(b *testing.B) {
 			runtime.KeepAlive(subs)
 		})
 	}
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
