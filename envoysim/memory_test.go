@@ -189,9 +189,6 @@ func benchmarkFleetMemory(b *testing.B, share bool) {
 		if dc != nil {
 			b.ReportMetric(float64(dc.Len()), "cached")
 		}
-		if dc != nil {
-			b.ReportMetric(float64(dc.Len()), "cached")
-		}
 		for _, c := range cs {
 			_ = c.Close()
 		}

@@ -3,51 +3,20 @@ package envoyfleet
 import (
 	"context"
 	"net"
-	"strconv"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/deltaeds/deltaeds/delta"
 	"github.com/deltaeds/deltaeds/envoysim"
+	"github.com/deltaeds/deltaeds/xds"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// staticADS answers every subscription at once with the resources it holds
-// and ignores ACKs.
-type staticADS struct {
-	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
-	res map[string]*discoveryv3.Resource
-}
-
-func (s *staticADS) DeltaAggregatedResources(st grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	for nonce := 1; ; nonce++ {
-		req, err := st.Recv()
-		if err != nil {
-			return nil // the client went away
-		}
-		var rs []*discoveryv3.Resource
-		for _, n := range req.GetResourceNamesSubscribe() {
-			if r, ok := s.res[n]; ok {
-				rs = append(rs, r)
-			}
-		}
-		if len(rs) == 0 {
-			continue
-		}
-		if err := st.Send(&discoveryv3.DeltaDiscoveryResponse{
-			TypeUrl: envoysim.TypeURLClusterLoadAssignment, Nonce: strconv.Itoa(nonce), Resources: rs,
-		}); err != nil {
-			return err
-		}
-	}
-}
 
 // TestClientsShareDecodedResources checks that a fleet's clients hold one
 // decoded copy of a resource they all received.
@@ -59,24 +28,29 @@ func TestClientsShareDecodedResources(t *testing.T) {
 			}}},
 		}}}},
 	}}}
-	body, err := anypb.New(cla)
-	if err != nil {
+	// deltaeds' own store and Delta server, as e2e runs them in the binary.
+	store := xds.NewStore()
+	store.RegisterType(xds.EndpointType, nil)
+	if _, err := store.Apply(xds.EndpointType, []xds.ResourceUpdate{{Name: "web", Message: cla}}); err != nil {
 		t.Fatal(err)
 	}
+	store.MarkSynced()
+	ds := delta.NewServer(store, delta.Config{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, &staticADS{res: map[string]*discoveryv3.Resource{
-		"web": {Name: "web", Version: "1", Resource: body},
-	}})
+	srv := grpc.NewServer(ds.GRPCServerOptions()...)
+	ds.Register(srv)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
 		_ = srv.Serve(lis)
 	}()
 	defer func() {
+		if err := ds.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
 		srv.Stop()
 		<-served
 	}()
