@@ -179,9 +179,13 @@ func (sub *Subscription) Update(c SubscriptionChange) error {
 		sub.names = make(map[string]nameState, n)
 		sub.pending = make(map[string]struct{}, n)
 	}
+	// The type lock, read, lets the names kept be the store's own strings
+	// (see internLocked); nothing below writes the type's state.
+	sub.t.mu.RLock()
 	sub.declareLocked(c.InitialVersions)
 	unindex, wildcardOff := sub.unsubscribeLocked(c.Unsubscribe)
 	index, wildcardOn := sub.subscribeLocked(c.Subscribe, c.InitialVersions)
+	sub.t.mu.RUnlock()
 	if wildcardOn {
 		wildcardOff = false // unsubscribed and subscribed again in one request: it stays
 	}
@@ -220,9 +224,10 @@ func (sub *Subscription) checkLimitLocked(c SubscriptionChange) error {
 
 // declareLocked records what the client says it holds and makes those names
 // pending, so that Next corrects what is stale. An empty version declares
-// nothing held. Callers hold sub.mu.
+// nothing held. Callers hold sub.mu and sub.t.mu for reading.
 func (sub *Subscription) declareLocked(versions map[string]string) {
 	for name, version := range versions {
+		name = sub.t.internLocked(name)
 		st := sub.names[name]
 		if version == "" {
 			st.hold, st.version = toldAbsent, ""
@@ -236,7 +241,7 @@ func (sub *Subscription) declareLocked(versions map[string]string) {
 
 // unsubscribeLocked drops names from the subscription. It returns the names
 // to take out of the type's index, and whether the wildcard was among them.
-// Callers hold sub.mu.
+// Callers hold sub.mu and sub.t.mu for reading.
 func (sub *Subscription) unsubscribeLocked(names []string) (unindex []string, wildcardOff bool) {
 	for _, n := range names {
 		if n == Wildcard {
@@ -264,13 +269,15 @@ func (sub *Subscription) unsubscribeLocked(names []string) (unindex []string, wi
 
 // subscribeLocked adds names to the subscription and makes them pending. It
 // returns the names new to the subscription, to add to the type's index, and
-// whether the wildcard was among them. Callers hold sub.mu.
+// whether the wildcard was among them. Callers hold sub.mu and sub.t.mu for
+// reading.
 func (sub *Subscription) subscribeLocked(names []string, declared map[string]string) (index []string, wildcardOn bool) {
 	for _, n := range names {
 		if n == Wildcard {
 			wildcardOn = true
 			continue
 		}
+		n = sub.t.internLocked(n)
 		sub.pending[n] = struct{}{}
 		st := sub.names[n]
 		if st.named {
