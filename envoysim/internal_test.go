@@ -1,12 +1,16 @@
 package envoysim
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"testing"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -103,5 +107,40 @@ func TestRequestsCoalesce(t *testing.T) {
 	}
 	if st.knowsLocked("d") {
 		t.Error("d was never sent but is considered known")
+	}
+}
+
+// TestRequestCodec: a request larger than grpc's pooling threshold is
+// encoded into a buffer of its own size, with the bytes proto.Marshal gives,
+// and responses still decode through grpc's codec.
+func TestRequestCodec(t *testing.T) {
+	req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"}
+	for i := range 2000 {
+		req.ResourceNamesSubscribe = append(req.ResourceNamesSubscribe, fmt.Sprintf("default/service-%05d", i))
+	}
+	want, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) <= 32<<10 {
+		t.Fatalf("request is %d B; the test needs one above grpc's 32 KB tier", len(want))
+	}
+	codec := requestCodec{proto: encoding.GetCodecV2(grpcproto.Name)}
+	data, err := codec.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != 1 || data[0].Len() != len(want) || cap(data[0].ReadOnlyData()) != len(want) {
+		t.Fatalf("encoded into %d buffers, first %d B of capacity %d; want one of %d", len(data), data[0].Len(), cap(data[0].ReadOnlyData()), len(want))
+	}
+	if !bytes.Equal(data.Materialize(), want) {
+		t.Fatal("encoded bytes differ from proto.Marshal's")
+	}
+	var back discoveryv3.DeltaDiscoveryRequest
+	if err := codec.Unmarshal(data, &back); err != nil || !proto.Equal(&back, req) {
+		t.Fatalf("decode: err %v, equal %v", err, proto.Equal(&back, req))
+	}
+	if codec.Name() != grpcproto.Name {
+		t.Fatalf("codec name %q, want %q (the content subtype must not change)", codec.Name(), grpcproto.Name)
 	}
 }
