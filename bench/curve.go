@@ -22,9 +22,14 @@ type curvePoint struct {
 	// Above the wire limit's peak RSS at the same point, per stream and per
 	// subscription (NaN without a wire result).
 	PerStream, PerSubscription float64
-	CPUPer1k, CPUvsWire        float64
-	P99, P99vsWire             float64
-	Error                      string
+	// PeakLiveBytes is the server's largest live heap after a GC;
+	// LivePerSubscription its excess over the wire limit's per subscription:
+	// the peak without the GC's headroom, which peak RSS includes.
+	PeakLiveBytes       uint64
+	LivePerSubscription float64
+	CPUPer1k, CPUvsWire float64
+	P99, P99vsWire      float64
+	Error               string
 }
 
 // curve gathers the points of the named curve workload, in run order.
@@ -37,8 +42,8 @@ func (rep *Report) curve(name string) []curvePoint {
 		wire := wr.resultOf(control.KindWire)
 		for _, r := range wr.Results {
 			p := curvePoint{Streams: wr.Workload.Streams, Subscriptions: r.Subscriptions, Server: r.Server,
-				PeakRSSBytes: r.PeakRSSBytes, CPUPer1k: r.CPUPer1kChanges, Error: r.Error,
-				PerStream: math.NaN(), PerSubscription: math.NaN(), CPUvsWire: math.NaN(), P99: math.NaN(), P99vsWire: math.NaN()}
+				PeakRSSBytes: r.PeakRSSBytes, PeakLiveBytes: r.PeakLiveHeapBytes, CPUPer1k: r.CPUPer1kChanges, Error: r.Error,
+				PerStream: math.NaN(), PerSubscription: math.NaN(), LivePerSubscription: math.NaN(), CPUvsWire: math.NaN(), P99: math.NaN(), P99vsWire: math.NaN()}
 			if r.Latency != nil {
 				p.P99 = r.Latency.P99
 			}
@@ -47,6 +52,9 @@ func (rep *Report) curve(name string) []curvePoint {
 				p.PerStream = above / float64(wr.Workload.Streams)
 				if r.Subscriptions > 0 {
 					p.PerSubscription = above / float64(r.Subscriptions)
+					if r.PeakLiveHeapBytes > 0 && wire.PeakLiveHeapBytes > 0 {
+						p.LivePerSubscription = (float64(r.PeakLiveHeapBytes) - float64(wire.PeakLiveHeapBytes)) / float64(r.Subscriptions)
+					}
 				}
 				if wire.CPUPer1kChanges > 0 {
 					p.CPUvsWire = r.CPUPer1kChanges / wire.CPUPer1kChanges
@@ -67,7 +75,7 @@ func printCurve(out io.Writer, pts []curvePoint) {
 	}
 	fmt.Fprintln(out, "== fleet-curve: cost as the fleet grows (above the wire limit's peak RSS at the same point)")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "streams\tsubscriptions\tserver\tpeak RSS MB\tB/stream\tB/subscription\tcpu s/1k chg\tx wire\tp99 ms\tx wire\t")
+	fmt.Fprintln(tw, "streams\tsubscriptions\tserver\tpeak RSS MB\tB/stream\tB/subscription\tpeak live MB\tlive B/sub\tcpu s/1k chg\tx wire\tp99 ms\tx wire\t")
 	f := func(v float64, format string) string {
 		if math.IsNaN(v) {
 			return "-"
@@ -76,11 +84,11 @@ func printCurve(out io.Writer, pts []curvePoint) {
 	}
 	for _, p := range pts {
 		if p.Error != "" {
-			fmt.Fprintf(tw, "%d\t%d\t%s\tFAILED\t\t\t\t\t\t\t\n", p.Streams, p.Subscriptions, p.Server)
+			fmt.Fprintf(tw, "%d\t%d\t%s\tFAILED\t\t\t\t\t\t\t\t\t\n", p.Streams, p.Subscriptions, p.Server)
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t\n", p.Streams, p.Subscriptions, p.Server, mb(p.PeakRSSBytes),
-			f(p.PerStream, "%.0f"), f(p.PerSubscription, "%.1f"), p.CPUPer1k, f(p.CPUvsWire, "%.2fx"), f(p.P99, "%.1f"), f(p.P99vsWire, "%.2fx"))
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t\n", p.Streams, p.Subscriptions, p.Server, mb(p.PeakRSSBytes),
+			f(p.PerStream, "%.0f"), f(p.PerSubscription, "%.1f"), mb(p.PeakLiveBytes), f(p.LivePerSubscription, "%.1f"), p.CPUPer1k, f(p.CPUvsWire, "%.2fx"), f(p.P99, "%.1f"), f(p.P99vsWire, "%.2fx"))
 	}
 	_ = tw.Flush()
 	if m := marginal(pts); len(m) > 0 {
@@ -94,7 +102,8 @@ func printCurve(out io.Writer, pts []curvePoint) {
 		}
 		fmt.Fprintln(out)
 	}
-	fmt.Fprintln(out, "   (B/stream, B/subscription: peak RSS above the wire limit's at the same point, baseline differences included)")
+	fmt.Fprintln(out, "   (B/stream, B/subscription: peak RSS above the wire limit's at the same point, baseline differences included;")
+	fmt.Fprintln(out, "    peak live: the largest heap a GC found live, live B/sub its excess over the wire limit's per subscription)")
 	fmt.Fprintln(out)
 }
 

@@ -56,7 +56,7 @@ func startChild(cmdFn ChildCommand, kind string, zones int, addr, profileBase st
 		args = append(args, "-zones="+strconv.Itoa(zones))
 	}
 	if profileBase != "" {
-		args = append(args, "-cpuprofile="+profileBase+".cpu.pprof", "-memprofile="+profileBase+".heap.pprof")
+		args = append(args, "-cpuprofile="+profileBase+".cpu.pprof", "-memprofile="+profileBase+".heap.pprof", "-peakprofile="+profileBase+".peak.heap.pprof")
 	}
 	cmd := cmdFn(args)
 	stdin, err := cmd.StdinPipe()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/deltaeds/deltaeds/bench/control"
+	"github.com/deltaeds/deltaeds/bench/peakheap"
 	"github.com/deltaeds/deltaeds/envoysim"
 	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
@@ -41,7 +42,8 @@ type Options struct {
 	ResultsDir string
 	// CPUProfileDir, if set, receives a CPU profile of every child over its
 	// change (or reconnect) phase, <workload>-<server>.cpu.pprof, and a heap
-	// profile at its exit, <workload>-<server>.heap.pprof.
+	// profile at its exit, <workload>-<server>.heap.pprof, and one taken at
+	// its largest live heap, <workload>-<server>.peak.heap.pprof.
 	CPUProfileDir string
 	// DeltaedsBinary is the deltaeds binary the cluster workload runs;
 	// empty builds one from this module (e2e/harness.BuildDeltaeds).
@@ -93,12 +95,15 @@ type Result struct {
 	SystemSeconds float64 `json:"system_seconds"`
 	// FleetCPUSeconds is the parent's own CPU over the same phase: the
 	// witness shares the machine, and a saturated witness inflates latency.
-	FleetCPUSeconds  float64      `json:"fleet_cpu_seconds"`
-	CPUPer1kChanges  float64      `json:"cpu_seconds_per_1k_changes,omitempty"`
-	Latency          *Percentiles `json:"latency_ms,omitempty"`
-	CDF              []CDFPoint   `json:"latency_cdf,omitempty"`
-	BytesChanges     uint64       `json:"bytes_changes,omitempty"`
-	ResourcesChanges uint64       `json:"resources_changes,omitempty"`
+	FleetCPUSeconds float64 `json:"fleet_cpu_seconds"`
+	// FleetPeakLiveHeapBytes is the largest live heap of this process (the
+	// witness fleet, mostly) after a GC over the run.
+	FleetPeakLiveHeapBytes uint64       `json:"fleet_peak_live_heap_bytes"`
+	CPUPer1kChanges        float64      `json:"cpu_seconds_per_1k_changes,omitempty"`
+	Latency                *Percentiles `json:"latency_ms,omitempty"`
+	CDF                    []CDFPoint   `json:"latency_cdf,omitempty"`
+	BytesChanges           uint64       `json:"bytes_changes,omitempty"`
+	ResourcesChanges       uint64       `json:"resources_changes,omitempty"`
 	// ResponsesChanges counts responses over the change phase: fewer than
 	// resources means changes rode together (batched behind an ACK, or
 	// coalesced for a stream that was behind).
@@ -127,9 +132,12 @@ type Result struct {
 	// change (topology workloads).
 	VariantsPerChange float64 `json:"variants_built_per_change,omitempty"`
 
-	PeakRSSBytes     uint64   `json:"peak_rss_bytes"`
-	Violations       int      `json:"violations"`
-	ViolationSamples []string `json:"violation_samples,omitempty"`
+	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
+	// PeakLiveHeapBytes is the server's largest live heap after a GC: its
+	// peak without the garbage Go lets accumulate between GCs.
+	PeakLiveHeapBytes uint64   `json:"peak_live_heap_bytes"`
+	Violations        int      `json:"violations"`
+	ViolationSamples  []string `json:"violation_samples,omitempty"`
 }
 
 // Percentiles of change-to-all-subscribers latency, in milliseconds.
@@ -211,6 +219,10 @@ func Run(ctx context.Context, cfg Options) (*Report, error) {
 				res, err = r.run(ctx)
 			}
 			res.Server = r.label
+			if res.FleetPeakLiveHeapBytes > 0 {
+				fmt.Fprintf(cfg.Log, "bench: %s on %s: server peak live heap %s MB, fleet (this process) %s MB\n",
+					w.Name, r.label, mb(res.PeakLiveHeapBytes), mb(res.FleetPeakLiveHeapBytes))
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return rep, fmt.Errorf("bench: %s on %s: %w", w.Name, r.label, err)
@@ -291,8 +303,21 @@ func (r *runner) profilePath(suffix string) string {
 	return filepath.Join(r.cfg.CPUProfileDir, r.w.Name+"-"+r.label+suffix)
 }
 
-func (r *runner) run(ctx context.Context) (Result, error) {
-	var res Result
+func (r *runner) run(ctx context.Context) (res Result, err error) {
+	// The witness fleet lives in this process: follow its live heap over
+	// the run, and with profiles asked for, keep a heap profile at its peak.
+	fleetPath := r.profilePath(".fleet.peak.heap.pprof")
+	fleetHeap, stopHeap := peakheap.Start(ctx, fleetPath != "")
+	defer func() {
+		stopHeap()
+		res.FleetPeakLiveHeapBytes = fleetHeap.Max()
+		if fleetPath != "" {
+			if perr := fleetHeap.WriteProfile(fleetPath); perr != nil && err == nil {
+				err = perr
+			}
+		}
+	}()
+
 	g := newGen(r.w, r.seed)
 	initial := g.initial()
 	res.Subscriptions = g.subscriptions()
@@ -334,7 +359,7 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	c1 := f.stats()
 	res.SyncCPUSeconds = s1.CPUSeconds() - s0.CPUSeconds()
 	res.BytesSync = c1.Bytes
-	res.PeakRSSBytes = s1.PeakRSSBytes
+	res.PeakRSSBytes, res.PeakLiveHeapBytes = s1.PeakRSSBytes, s1.PeakLiveHeapBytes
 
 	if r.w.Restart {
 		var restarted *child
@@ -354,7 +379,7 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	}
 	// The fleet goes first, so the server's shutdown breaks no stream.
 	f.close()
-	if err := ch.quit(10 * time.Second); err != nil {
+	if err := ch.quit(control.StopTimeout + 10*time.Second); err != nil {
 		return res, err
 	}
 	if end.Violations > 0 {
@@ -428,7 +453,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 	res.BytesChanges = c2.Bytes - c1.Bytes
 	res.ResourcesChanges = c2.Resources - c1.Resources
 	res.ResponsesChanges = c2.Responses - c1.Responses
-	res.PeakRSSBytes = s2.PeakRSSBytes
+	res.PeakRSSBytes, res.PeakLiveHeapBytes = s2.PeakRSSBytes, s2.PeakLiveHeapBytes
 	res.Latency, res.CDF = summarize(lat)
 	if incomplete != nil {
 		return fmt.Errorf("%w: %d of %d delivered after %v", incomplete, done, sent, r.cfg.DrainTimeout)
@@ -443,7 +468,7 @@ func (r *runner) restart(ctx context.Context, res *Result, old *child, f *fleet,
 	if r.w.Storm {
 		return r.storm(ctx, res, old, f, c1, initial)
 	}
-	if err := old.quit(10 * time.Second); err != nil {
+	if err := old.quit(control.StopTimeout + 10*time.Second); err != nil {
 		return nil, fmt.Errorf("stop before restart: %w", err)
 	}
 	ch, err := startChild(r.cfg.Command, r.kind, r.zones, old.addr, r.profilePath("-restarted"), false, r.childLog)
@@ -489,6 +514,7 @@ func (r *runner) reconnect(ctx context.Context, res *Result, ch *child, f *fleet
 	res.FleetCPUSeconds = supervisor.SelfCPU().Seconds() - p0
 	res.ReconnectBytes = c2.Bytes - c1.Bytes
 	res.PeakRSSBytes = max(res.PeakRSSBytes, s1.PeakRSSBytes)
+	res.PeakLiveHeapBytes = max(res.PeakLiveHeapBytes, s1.PeakLiveHeapBytes)
 	// Nothing changed: every client must still hold exactly what it held
 	// (its xDS state) and route exactly as before (see checkUnchanged).
 	if err := f.checkUnchanged(0); err != nil {
@@ -566,6 +592,7 @@ func (r *runner) storm(ctx context.Context, res *Result, old *child, f *fleet, c
 	res.Resent = &resent
 	res.ReconnectBytes = c2.Bytes - c1.Bytes
 	res.PeakRSSBytes = max(res.PeakRSSBytes, s2.PeakRSSBytes)
+	res.PeakLiveHeapBytes = max(res.PeakLiveHeapBytes, s2.PeakLiveHeapBytes)
 	if resent != 0 {
 		return ch, fmt.Errorf("storm: %d resources resent to a fleet that held them (beyond one canary per stream)", resent)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -156,6 +157,12 @@ func ChangeID(cla *endpointv3.ClusterLoadAssignment) (uint64, bool) {
 	return 0, false
 }
 
+// StopTimeout bounds a child's graceful stop after quit; the parent waits
+// that long and a little more before it kills the child. It is long because
+// a server closing 10,000 streams of 1,260 names each takes them all out of
+// its index first (fleet-curve's last point: over 5 s on a loaded core).
+const StopTimeout = 60 * time.Second
+
 // Stats is what a child reports about itself in answer to stats.
 type Stats struct {
 	// UserSeconds and SystemSeconds are the child's rusage (all threads).
@@ -165,7 +172,10 @@ type Stats struct {
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
 	RSSBytes     uint64 `json:"rss_bytes"`
 	HeapBytes    uint64 `json:"heap_bytes"`
-	Goroutines   int    `json:"goroutines"`
+	// PeakLiveHeapBytes is the largest live heap (marked by a GC) seen
+	// since the child started: the peak without GC headroom.
+	PeakLiveHeapBytes uint64 `json:"peak_live_heap_bytes"`
+	Goroutines        int    `json:"goroutines"`
 	// Applied counts set commands applied since serve.
 	Applied uint64 `json:"applied"`
 	// VariantBuilds counts per-view variants built (deltaeds in a topology

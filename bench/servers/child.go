@@ -15,12 +15,12 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
-	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/deltaeds/deltaeds/bench/control"
+	"github.com/deltaeds/deltaeds/bench/peakheap"
 	"github.com/deltaeds/deltaeds/internal/supervisor"
 )
 
@@ -37,6 +37,9 @@ type ChildOptions struct {
 	// MemProfile, if set, is where a heap profile is written at quit (after
 	// a GC: what is live at the end of the run).
 	MemProfile string
+	// PeakProfile, if set, is where a heap profile taken at the largest live
+	// heap of the run is written at quit (see package peakheap).
+	PeakProfile string
 	// ReusePort listens with SO_REUSEPORT, so that a successor can listen
 	// on the same address while this child still runs (the storm workload).
 	ReusePort bool
@@ -61,6 +64,16 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 		return nil
 	}
 
+	peak, stopPeak := peakheap.Start(ctx, opts.PeakProfile != "")
+	defer func() {
+		stopPeak()
+		if opts.PeakProfile != "" {
+			if perr := peak.WriteProfile(opts.PeakProfile); perr != nil && err == nil {
+				err = perr
+			}
+		}
+	}()
+
 	var (
 		initial  []*endpointv3.ClusterLoadAssignment
 		serving  bool
@@ -80,7 +93,7 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 			}
 		}
 		if serving {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), control.StopTimeout)
 			defer cancel()
 			if serr := srv.Stop(sctx); serr != nil && err == nil {
 				err = serr
@@ -137,6 +150,7 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 		case control.CmdStats:
 			st := selfStats()
 			st.Applied = applied
+			st.PeakLiveHeapBytes = peak.Max()
 			if vb, ok := srv.(interface{ VariantBuilds() uint64 }); ok {
 				st.VariantBuilds = vb.VariantBuilds()
 			}
@@ -203,6 +217,7 @@ func ChildMain(args []string) int {
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:0", "listen address")
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile from the profile command to exit")
 	fs.StringVar(&opts.MemProfile, "memprofile", "", "write a heap profile at exit")
+	fs.StringVar(&opts.PeakProfile, "peakprofile", "", "write a heap profile taken at the largest live heap, at exit")
 	fs.BoolVar(&opts.ReusePort, "reuseport", false, "listen with SO_REUSEPORT")
 	fs.IntVar(&opts.Zones, "zones", 0, "serve each of this many zones its variant of every CLA (deltaeds only)")
 	if err := fs.Parse(args); err != nil {

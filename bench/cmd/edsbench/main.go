@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ func run() int {
 		seed             uint64
 		syncT, drainT    time.Duration
 		quiet            bool
+		fleetLimitMB     int64
 	)
 	flag.StringVar(&cfg.Profile, "profile", "short", "scale profile: tiny, short or full")
 	flag.Float64Var(&cfg.Scale, "scale", 0, "run every workload at this scale of the issue's sizes (overrides -profile's scales)")
@@ -45,7 +47,17 @@ func run() int {
 	flag.DurationVar(&drainT, "drain-timeout", 3*time.Minute, "bound on waiting for the last change to reach every subscriber")
 	flag.BoolVar(&cfg.Verbose, "v", false, "copy the children's logs to standard error")
 	flag.BoolVar(&quiet, "q", false, "no progress lines")
+	flag.Int64Var(&fleetLimitMB, "fleet-memory-limit-mb", 0, "soft memory limit of this process (the witness fleet), not of the servers, in MB; 0 leaves Go's default")
 	flag.Parse()
+	if fleetLimitMB < 0 {
+		fmt.Fprintln(os.Stderr, "edsbench: -fleet-memory-limit-mb must not be negative")
+		return 2
+	}
+	if fleetLimitMB > 0 {
+		// The children are started without it: debug.SetMemoryLimit sets
+		// this process's limit only, where GOMEMLIMIT would be inherited.
+		debug.SetMemoryLimit(fleetLimitMB << 20)
+	}
 
 	cmd, err := bench.SelfCommand()
 	if err != nil {
