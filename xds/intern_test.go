@@ -7,9 +7,10 @@ import (
 )
 
 // TestSubscriptionKeepsStoreNames: the names a subscription keeps are the
-// store's own strings, resource or stand-in, whether subscribed or declared,
-// so that a request's decoded strings are not kept per stream; a name the
-// store does not hold is kept as given.
+// store's own strings, resource or stand-in, also for names declared in
+// initial_resource_versions and subscribed, so that a request's decoded
+// strings are not kept per stream; a name the store does not hold is kept as
+// given.
 func TestSubscriptionKeepsStoreNames(t *testing.T) {
 	s := NewStore()
 	s.RegisterType(claType, emptyCLA)
@@ -29,8 +30,10 @@ func TestSubscriptionKeepsStoreNames(t *testing.T) {
 	fresh := func(n string) string { return strings.Clone(n) }
 	sub := s.Subscribe(claType, make(chan struct{}, 1), 0)
 	defer sub.Close()
+	// A reconnecting Envoy declares what it holds and names it again, each
+	// in strings of its own.
 	change := SubscriptionChange{
-		Subscribe:       []string{fresh("default/a"), fresh("default/missing"), fresh("default/unknown")},
+		Subscribe:       []string{fresh("default/a"), fresh("default/b"), fresh("default/missing"), fresh("default/unknown")},
 		InitialVersions: map[string]string{fresh("default/b"): "some-version"},
 	}
 	if err := sub.Update(change); err != nil {
@@ -69,7 +72,7 @@ func TestSubscriptionKeepsStoreNames(t *testing.T) {
 	}
 	// A name the store did not hold is kept as given, and its stand-in,
 	// built for this subscriber, is named with that same string.
-	if k := kept["default/unknown"]; unsafe.StringData(k) != unsafe.StringData(change.Subscribe[2]) ||
+	if k := kept["default/unknown"]; unsafe.StringData(k) != unsafe.StringData(change.Subscribe[3]) ||
 		unsafe.StringData(storeName("default/unknown")) != unsafe.StringData(k) {
 		t.Errorf("%q: kept %q, want the request's string shared with its stand-in", "default/unknown", k)
 	}
