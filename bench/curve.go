@@ -180,7 +180,7 @@ func curveTargets(pts []curvePoint, scale float64) []Target {
 	return out
 }
 
-// curvePanels draws the curve: peak RSS, CPU per change and p99 against
+// curvePanels draws the curve: peak RSS, peak live heap, CPU per change and p99 against
 // the number of streams, one line per server.
 func curvePanels(name string, pts []curvePoint) ([]*plot.Plot, error) {
 	type metric struct {
@@ -189,6 +189,7 @@ func curvePanels(name string, pts []curvePoint) ([]*plot.Plot, error) {
 	}
 	metrics := []metric{
 		{"peak RSS", "MB", func(p curvePoint) float64 { return float64(p.PeakRSSBytes) / 1e6 }},
+		{"peak live heap", "MB", func(p curvePoint) float64 { return float64(p.PeakLiveBytes) / 1e6 }},
 		{"CPU per 1k changes", "s", func(p curvePoint) float64 { return p.CPUPer1k }},
 		{"p99 change-to-all-subscribers", "ms", func(p curvePoint) float64 { return p.P99 }},
 	}

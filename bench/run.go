@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/deltaeds/deltaeds/bench/control"
@@ -43,7 +44,10 @@ type Options struct {
 	// CPUProfileDir, if set, receives a CPU profile of every child over its
 	// change (or reconnect) phase, <workload>-<server>.cpu.pprof, and a heap
 	// profile at its exit, <workload>-<server>.heap.pprof, and one taken at
-	// its largest live heap, <workload>-<server>.peak.heap.pprof.
+	// its largest live heap, <workload>-<server>.peak.heap.pprof; the
+	// parent's own at its largest, <workload>-<server>.fleet.peak.heap.pprof.
+	// A curve's points are told apart by their streams:
+	// fleet-curve-1000-deltaeds.cpu.pprof.
 	CPUProfileDir string
 	// DeltaedsBinary is the deltaeds binary the cluster workload runs;
 	// empty builds one from this module (e2e/harness.BuildDeltaeds).
@@ -300,7 +304,11 @@ func (r *runner) profilePath(suffix string) string {
 	if r.cfg.CPUProfileDir == "" {
 		return ""
 	}
-	return filepath.Join(r.cfg.CPUProfileDir, r.w.Name+"-"+r.label+suffix)
+	name := r.w.Name
+	if len(r.w.Curve) > 0 {
+		name += "-" + strconv.Itoa(r.w.Streams) // one file per point of the curve
+	}
+	return filepath.Join(r.cfg.CPUProfileDir, name+"-"+r.label+suffix)
 }
 
 func (r *runner) run(ctx context.Context) (res Result, err error) {

@@ -65,6 +65,12 @@ func (p *Tracker) Run(ctx context.Context) {
 		p.prof = buf.Bytes()
 		p.mu.Unlock()
 	}
+	// A GC before the start measured what came before: only later cycles
+	// count (the bench parent runs one Tracker per run, in one process).
+	metrics.Read(samples)
+	if samples[0].Value.Kind() == metrics.KindUint64 {
+		lastCycle = samples[0].Value.Uint64()
+	}
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {

@@ -63,3 +63,34 @@ func TestNoProfile(t *testing.T) {
 		t.Fatalf("profile written with none taken: stat err %v", err)
 	}
 }
+
+// TestTrackerIgnoresEarlierCycles: what the last GC before the start found
+// live is not the tracker's: a tracker started after a large heap was freed
+// and collected does not report it.
+func TestTrackerIgnoresEarlierCycles(t *testing.T) {
+	const size = 128 << 20
+	big := make([]byte, size)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	runtime.GC() // live: at least size
+	runtime.KeepAlive(big)
+	big = nil
+
+	p, stop := Start(context.Background(), false)
+	defer stop()
+	time.Sleep(5 * pollInterval)
+	if got := p.Max(); got >= size {
+		t.Fatalf("maximum %d B comes from a GC before the start (live then >= %d B)", got, size)
+	}
+	// The allocation is garbage now: the cycles from here count, without it.
+	deadline := time.Now().Add(30 * time.Second)
+	for p.Max() == 0 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(5 * pollInterval)
+	}
+	stop()
+	if got := p.Max(); got == 0 || got >= size {
+		t.Fatalf("maximum %d B after one GC with the allocation freed; want a figure below %d B", got, size)
+	}
+}
