@@ -101,7 +101,8 @@ type Result struct {
 	// witness shares the machine, and a saturated witness inflates latency.
 	FleetCPUSeconds float64 `json:"fleet_cpu_seconds"`
 	// FleetPeakLiveHeapBytes is the largest live heap of this process (the
-	// witness fleet, mostly) after a GC over the run.
+	// witness fleet, mostly) after a GC over the run; 0 when no GC ran
+	// during it (a tiny run can allocate too little to start one).
 	FleetPeakLiveHeapBytes uint64       `json:"fleet_peak_live_heap_bytes"`
 	CPUPer1kChanges        float64      `json:"cpu_seconds_per_1k_changes,omitempty"`
 	Latency                *Percentiles `json:"latency_ms,omitempty"`
@@ -138,7 +139,8 @@ type Result struct {
 
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
 	// PeakLiveHeapBytes is the server's largest live heap after a GC: its
-	// peak without the garbage Go lets accumulate between GCs.
+	// peak without the garbage Go lets accumulate between GCs; 0 when no GC
+	// ran in the child.
 	PeakLiveHeapBytes uint64   `json:"peak_live_heap_bytes"`
 	Violations        int      `json:"violations"`
 	ViolationSamples  []string `json:"violation_samples,omitempty"`
