@@ -192,8 +192,12 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 // (~40 KB) takes 1 MB until the transport has written it and the pool lets
 // it go. A fleet of thousands of clients connecting at once on cores it
 // shares then held gigabytes of them (a heap profile of the bench's
-// 1,000-stream fleet at its peak: 355 MB of 1 MB request buffers). This is
-// the simulator's memory, not a model of Envoy: the bytes sent are the same.
+// 1,000-stream fleet at its peak: 355 MB of 1 MB request buffers). Envoy
+// encodes each gRPC message into one buffer reserved for exactly its size
+// plus the 5-byte frame header (source/common/grpc/common.cc,
+// Common::serializeToGrpcFrame: body->reserveSingleSlice(size + 5)), so a
+// buffer of the request's own size is also what Envoy holds while a request
+// waits to be written; the bytes sent are the same either way.
 type requestCodec struct{ proto encoding.CodecV2 }
 
 func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) {

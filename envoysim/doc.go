@@ -128,6 +128,12 @@
 //     them rather than copy), and nothing in this package, envoyfleet, the
 //     benchmark or the e2e helpers writes to one.
 //
+// Requests are encoded the way Envoy encodes them, each into a buffer of its
+// own size (source/common/grpc/common.cc, Common::serializeToGrpcFrame),
+// rather than into grpc-go's pooled buffers, whose 1 MB tier took every
+// first request of a thousand names and held gigabytes across a fleet
+// connecting at once (see requestCodec).
+//
 // The cache holds its entries weakly: an entry goes (through
 // runtime.AddCleanup) once no client holds or routes with its message, so a
 // fleet whose resources change keeps only what some client still uses.
