@@ -26,8 +26,8 @@ import (
 // GC, so a profile written right after a GC that set a new maximum shows
 // what filled the heap at the peak.
 type Tracker struct {
-	// Profile takes a heap profile at each new maximum (see WriteProfile).
-	Profile bool
+	// profile takes a heap profile at each new maximum (see WriteProfile).
+	profile bool
 
 	mu   sync.Mutex // guards live and prof
 	live uint64
@@ -43,15 +43,15 @@ const pollInterval = 20 * time.Millisecond
 // heap grows to a few dozen.
 const profileStep = 1.05
 
-// Run samples until ctx is done. Its owner starts it on a goroutine and
-// waits for it to return.
+// run samples until ctx is done; Start runs it on a goroutine and waits for
+// it to return.
 //
 // A heap profile's in-use figures are published once a cycle's sweep is
 // done, so a profile written right after the GC that set a maximum may
 // still show the cycle before. The profile is therefore taken once the next
 // cycle has started (its predecessor's sweep is then complete), or at the
 // end: it shows the heap at the maximum's cycle or at the one after.
-func (p *Tracker) Run(ctx context.Context) {
+func (p *Tracker) run(ctx context.Context) {
 	samples := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/live:bytes"}}
 	var lastCycle, profiled, pendingCycle uint64
 	pending := false
@@ -100,7 +100,7 @@ func (p *Tracker) Run(ctx context.Context) {
 			p.live = live
 		}
 		p.mu.Unlock()
-		if grew && p.Profile && float64(live) >= float64(profiled)*profileStep {
+		if grew && p.profile && float64(live) >= float64(profiled)*profileStep {
 			pending, pendingCycle, profiled = true, cycle, live
 		}
 	}
@@ -132,12 +132,12 @@ func (p *Tracker) WriteProfile(path string) error {
 // is called; stop returns once that goroutine has ended, after which Max and
 // WriteProfile give the final figures.
 func Start(ctx context.Context, profile bool) (t *Tracker, stop func()) {
-	t = &Tracker{Profile: profile}
+	t = &Tracker{profile: profile}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t.Run(ctx)
+		t.run(ctx)
 	}()
 	return t, func() {
 		cancel()
