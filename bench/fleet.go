@@ -20,13 +20,23 @@ import (
 )
 
 // tracker attributes each applied CLA version to the change that produced
-// it (by the marker control.BuildCLA puts in every CLA) and records when the
-// last subscriber of a change applied it, or a later change of the same name.
+// it (by the marker control.BuildCLA puts in every CLA, or, for a CLA sent
+// slice by slice, by its endpoints' print) and records when the last
+// subscriber of a change applied it, or a later change of the same name.
 type tracker struct {
 	index       map[string]int32 // read-only after newTracker
 	subscribers []int32          // read-only after newTracker
+	sliced      int32            // the CLA sent slice by slice, or -1
 
 	armed atomic.Bool
+
+	printMu sync.Mutex // guards prints and byVersion
+	// prints maps the print of the sliced CLA's endpoints after a change
+	// to the change; byVersion remembers, per version served, the change
+	// its content was (0: none), so that the print of a version is taken
+	// once for the whole fleet.
+	prints    map[uint64]uint32
+	byVersion map[string]uint32
 
 	mu      sync.Mutex // guards everything below
 	last    [][]uint32 // per client, per name: latest change id applied
@@ -51,6 +61,12 @@ func newTracker(g *gen) *tracker {
 		last:        make([][]uint32, len(g.subs)),
 		pending:     make([][]*pendingChange, len(g.names)),
 		allDone:     make(chan struct{}),
+		sliced:      -1,
+		prints:      make(map[uint64]uint32),
+		byVersion:   make(map[string]uint32),
+	}
+	if g.sliced(0) {
+		t.sliced = 0
 	}
 	for i, n := range g.names {
 		t.index[n] = int32(i)
@@ -67,6 +83,37 @@ func (t *tracker) register(name int, id uint64, at time.Time) {
 	defer t.mu.Unlock()
 	t.sent++
 	t.pending[name] = append(t.pending[name], &pendingChange{id: uint32(id), at: at, remaining: t.subscribers[name]})
+}
+
+// registerPrint records that the sliced CLA's endpoints have print p after
+// change id (control.EndpointsPrint); call it before the change is sent.
+func (t *tracker) registerPrint(p uint64, id uint64) {
+	t.printMu.Lock()
+	defer t.printMu.Unlock()
+	t.prints[p] = uint32(id)
+}
+
+// changeOf returns the change whose content cla, served as version of
+// CLA name, is: by its marker, or, for the sliced CLA, by its print.
+func (t *tracker) changeOf(name int32, version string, cla *endpointv3.ClusterLoadAssignment) (uint32, bool) {
+	if name != t.sliced {
+		id, ok := control.ChangeID(cla)
+		return uint32(id), ok
+	}
+	t.printMu.Lock()
+	id, seen := t.byVersion[version]
+	t.printMu.Unlock()
+	if !seen {
+		// Every client of a version computes the same answer: whoever is
+		// first stores it, outside the lock for the walk over the CLA.
+		if p, ok := control.CLAPrint(cla); ok {
+			t.printMu.Lock()
+			id = t.prints[p]
+			t.byVersion[version] = id
+			t.printMu.Unlock()
+		}
+	}
+	return id, id > 0
 }
 
 type applied struct {
@@ -183,12 +230,15 @@ func (f *fleet) onApply(client int, c *envoysim.Client, a envoysim.Applied) {
 		if !ok {
 			continue
 		}
-		id, ok := control.ChangeID(r.CLA)
 		idx, known := f.tr.index[u.Name]
-		if !ok || !known {
+		if !known {
 			continue
 		}
-		items = append(items, applied{name: idx, id: uint32(id)})
+		id, ok := f.tr.changeOf(idx, u.Version, r.CLA)
+		if !ok {
+			continue
+		}
+		items = append(items, applied{name: idx, id: id})
 	}
 	f.tr.apply(client, items, a.ReceivedAt)
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/deltaeds/deltaeds/bench/control"
@@ -43,6 +44,15 @@ type Workload struct {
 	// and divides the rate by the scale: a change of a scaled-down Service
 	// carries scale^2 of the bytes to the fleet.
 	ScaleRolling bool `json:"scale_rolling,omitempty"`
+	// SliceSize, when positive, sends the rolling CLA slice by slice: its
+	// endpoints are held in EndpointSlices of at most SliceSize (the
+	// EndpointSlice controller's default maximum is 100), each rolling step
+	// sends the one slice it changed (control.Slice), and deltaeds
+	// translates the slices as its watch does (translate.ServiceCache)
+	// while the other servers are given the CLA they make up. Its changes
+	// are attributed by their endpoints (control.CLAPrint), since a
+	// translated CLA carries no change marker.
+	SliceSize int `json:"slice_size,omitempty"`
 	// Restart makes this the reconnect workload: no changes; the server is
 	// restarted once the fleet has converged.
 	Restart bool `json:"restart,omitempty"`
@@ -88,7 +98,9 @@ var fullScale = []Workload{
 	// behind every server and the wire limit, which sends every version,
 	// missed the drain. SnapshotCache is left out (a snapshot per node per
 	// change).
-	{Name: "rolling-10k", CLAs: 51, Endpoints: 10, Streams: 200, NamesPerStream: 10, RollingEndpoints: 10000, ScaleRolling: true,
+	// The Service is sent as 100 EndpointSlices of 100, and deltaeds
+	// translates the one slice each step changes.
+	{Name: "rolling-10k", CLAs: 51, Endpoints: 10, Streams: 200, NamesPerStream: 10, RollingEndpoints: 10000, ScaleRolling: true, SliceSize: 100,
 		Changes: 50, Rate: 0.5, Servers: []string{control.KindDeltaEDS, control.KindLinear, control.KindWire}},
 	// Issue 14. The same 10,000 CLAs under 1,000, 5,000 and 10,000 streams
 	// of 500-2,000 names each; changes at a rate each point's fleet absorbs
@@ -256,6 +268,19 @@ type gen struct {
 	nextID     uint64
 	// rolling state: step within the current rollout.
 	rollStep int
+	// With w.SliceSize: the rolling CLA's slices (a deleted one has no
+	// name), the slice each endpoint of eps[0] is in, the next slice's
+	// number, and control.EndpointsPrint of eps[0].
+	rollSlices []rollSlice
+	epSlice    []int
+	nextSlice  int
+	rollPrint  uint64
+}
+
+// rollSlice is one EndpointSlice of the rolling CLA.
+type rollSlice struct {
+	name string
+	eps  []control.Endpoint
 }
 
 // rollingName is the CLA a rolling workload restarts (index 0).
@@ -282,6 +307,12 @@ func newGen(w Workload, seed uint64) *gen {
 		g.eps[i] = make([]control.Endpoint, n)
 		for j := range g.eps[i] {
 			g.eps[i][j] = g.newEndpoint()
+		}
+	}
+
+	if w.RollingEndpoints > 0 && w.SliceSize > 0 {
+		for _, e := range g.eps[0] {
+			g.addToSlice(e)
 		}
 	}
 
@@ -336,11 +367,58 @@ func (g *gen) newEndpoint() control.Endpoint {
 	return control.Endpoint{Addr: netip.AddrFrom4(a), Port: 8080}
 }
 
-// initial returns the set lines of the initial state (change id 0).
+// sliced says whether CLA idx is sent slice by slice.
+func (g *gen) sliced(idx int) bool { return idx == 0 && g.rollSlices != nil }
+
+// addToSlice puts a new endpoint of the rolling CLA in the first slice
+// with room, or in a new slice, and returns that slice's index.
+func (g *gen) addToSlice(e control.Endpoint) int {
+	k := slices.IndexFunc(g.rollSlices, func(s rollSlice) bool { return s.name != "" && len(s.eps) < g.w.SliceSize })
+	if k < 0 {
+		k = len(g.rollSlices)
+		g.rollSlices = append(g.rollSlices, rollSlice{name: "rolling-" + strconv.Itoa(g.nextSlice)})
+		g.nextSlice++
+	}
+	g.rollSlices[k].eps = append(g.rollSlices[k].eps, e)
+	g.epSlice = append(g.epSlice, k)
+	g.rollPrint += control.EndpointPrint(e)
+	return k
+}
+
+// removeOldest takes the rolling CLA's oldest endpoint out of its slice,
+// and returns that slice's index; a slice left empty is deleted (its
+// line then has no endpoint).
+func (g *gen) removeOldest() int {
+	e, k := g.eps[0][0], g.epSlice[0]
+	g.epSlice = g.epSlice[1:]
+	sl := &g.rollSlices[k]
+	sl.eps = slices.DeleteFunc(sl.eps, func(x control.Endpoint) bool { return x == e })
+	g.rollPrint -= control.EndpointPrint(e)
+	return k
+}
+
+// sliceLine is the slice line for slice k of the rolling CLA, and deletes
+// the slice once it is sent empty.
+func (g *gen) sliceLine(buf []byte, id uint64, k int) []byte {
+	sl := &g.rollSlices[k]
+	buf = control.AppendSlice(buf, control.Slice{ID: id, Name: g.names[0], Slice: sl.name, Endpoints: sl.eps})
+	if len(sl.eps) == 0 {
+		*sl = rollSlice{}
+	}
+	return buf
+}
+
+// initial returns the lines of the initial state (change id 0).
 func (g *gen) initial() [][]byte {
-	out := make([][]byte, len(g.names))
+	out := make([][]byte, 0, len(g.names)+len(g.rollSlices))
 	for i := range g.names {
-		out[i] = control.AppendSet(nil, control.Set{ID: 0, Name: g.names[i], Endpoints: g.eps[i]})
+		if g.sliced(i) {
+			for k := range g.rollSlices {
+				out = append(out, g.sliceLine(nil, 0, k))
+			}
+			continue
+		}
+		out = append(out, control.AppendSet(nil, control.Set{ID: 0, Name: g.names[i], Endpoints: g.eps[i]}))
 	}
 	return out
 }
@@ -387,9 +465,18 @@ func (g *gen) next(buf []byte) (int, uint64, []byte) {
 		g.rollStep++
 		if step%(2*surge) < surge || len(g.eps[0]) == 0 {
 			// A new pod becomes ready.
-			g.eps[0] = append(g.eps[0], g.newEndpoint())
+			e := g.newEndpoint()
+			g.eps[0] = append(g.eps[0], e)
+			if g.sliced(0) {
+				return 0, id, g.sliceLine(buf[:0], id, g.addToSlice(e))
+			}
 		} else {
 			// The oldest pod goes away.
+			if g.sliced(0) {
+				k := g.removeOldest()
+				g.eps[0] = slices.Delete(g.eps[0], 0, 1)
+				return 0, id, g.sliceLine(buf[:0], id, k)
+			}
 			g.eps[0] = slices.Delete(g.eps[0], 0, 1)
 		}
 	} else {

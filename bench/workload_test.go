@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"github.com/deltaeds/deltaeds/bench/control"
 )
@@ -130,5 +133,110 @@ func TestSelectWorkloadsCurveStreams(t *testing.T) {
 	}
 	if _, err := selectWorkloads(Options{Workloads: []string{"fleet-curve"}, CurveStreams: []int{0}}, full); err == nil {
 		t.Fatal("a zero stream count was accepted")
+	}
+}
+
+// rolling-10k sends its Service as EndpointSlices: every step is one slice
+// line, no slice ever holds more than SliceSize endpoints, the slices
+// together always hold exactly the CLA's endpoints, and the print the
+// parent attributes changes by is theirs.
+func TestRollingSlices(t *testing.T) {
+	w, err := ScaledWorkload("rolling-10k", 0.1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Changes = 4 * w.RollingEndpoints // two whole rollouts
+	g := newGen(w, 1)
+	lines := g.initial()
+	if want := w.RollingEndpoints/w.SliceSize + w.CLAs - 1; len(lines) != want {
+		t.Fatalf("initial state: %d lines, want %d", len(lines), want)
+	}
+	// What a child holds: the slices by name, as the lines set them.
+	held := map[string][]control.Endpoint{}
+	apply := func(line []byte) control.Slice {
+		t.Helper()
+		cmd, args, _ := strings.Cut(strings.TrimSuffix(string(line), "\n"), " ")
+		if cmd != control.CmdSlice {
+			t.Fatalf("line %q is not a slice line", line)
+		}
+		s, err := control.ParseSlice(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Endpoints) > w.SliceSize {
+			t.Fatalf("slice %s holds %d endpoints", s.Slice, len(s.Endpoints))
+		}
+		if len(s.Endpoints) == 0 {
+			delete(held, s.Slice)
+		} else {
+			held[s.Slice] = s.Endpoints
+		}
+		return s
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(string(l), control.CmdSlice+" ") {
+			apply(l)
+		}
+	}
+	deleted := 0
+	for i := range w.Changes {
+		idx, id, line := g.next(nil)
+		s := apply(line)
+		if idx != 0 || s.ID != id || s.Name != rollingName {
+			t.Fatalf("change %d: idx %d, %+v", i, idx, s)
+		}
+		if len(s.Endpoints) == 0 {
+			deleted++
+		}
+		var all []control.Endpoint
+		for _, e := range held {
+			all = append(all, e...)
+		}
+		if len(all) != len(g.eps[0]) || control.EndpointsPrint(all) != control.EndpointsPrint(g.eps[0]) || g.rollPrint != control.EndpointsPrint(all) {
+			t.Fatalf("change %d: the slices hold %d endpoints, the CLA %d, or the prints differ", i, len(all), len(g.eps[0]))
+		}
+	}
+	if deleted == 0 {
+		t.Error("two rollouts deleted no slice")
+	}
+}
+
+// A sliced CLA's version is attributed by its endpoints, once per version;
+// the other CLAs keep their marker. Content of no change (the initial state,
+// or a translation that lost an endpoint) is attributed to none.
+func TestTrackerAttributesByPrint(t *testing.T) {
+	w, err := ScaledWorkload("rolling-10k", 0.1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGen(w, 1)
+	tr := newTracker(g)
+	if tr.sliced != 0 {
+		t.Fatalf("sliced CLA %d, want 0", tr.sliced)
+	}
+	initial := control.BuildCLA(control.Set{ID: 0, Name: rollingName, Endpoints: g.eps[0]})
+	_, id, _ := g.next(nil)
+	tr.registerPrint(g.rollPrint, id)
+	// Built with another change id: the marker is ignored for this CLA.
+	delivered := control.BuildCLA(control.Set{ID: 99, Name: rollingName, Endpoints: g.eps[0]})
+	lost := control.BuildCLA(control.Set{ID: id, Name: rollingName, Endpoints: g.eps[0][1:]})
+	for _, c := range []struct {
+		version string
+		cla     *endpointv3.ClusterLoadAssignment
+		want    uint32
+	}{
+		{"v0", initial, 0},
+		{"v1", delivered, uint32(id)},
+		{"v1", lost, uint32(id)}, // the version, not the content, after the first
+		{"v2", lost, 0},
+	} {
+		got, ok := tr.changeOf(0, c.version, c.cla)
+		if got != c.want || ok != (c.want > 0) {
+			t.Errorf("version %s: change %d, %v; want %d", c.version, got, ok, c.want)
+		}
+	}
+	marked := control.BuildCLA(control.Set{ID: 7, Name: g.names[1], Endpoints: g.eps[1]})
+	if got, ok := tr.changeOf(1, "v1", marked); !ok || got != 7 {
+		t.Errorf("a marked CLA: change %d, %v; want 7", got, ok)
 	}
 }

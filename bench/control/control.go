@@ -16,6 +16,7 @@ import (
 // The commands of the control channel (see the package documentation).
 const (
 	CmdSet     = "set"
+	CmdSlice   = "slice"
 	CmdServe   = "serve"
 	CmdStats   = "stats"
 	CmdProfile = "profile"
@@ -79,15 +80,7 @@ func AppendSet(b []byte, s Set) []byte {
 	b = append(b, ' ')
 	b = append(b, s.Name...)
 	b = append(b, ' ')
-	for i, e := range s.Endpoints {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = e.Addr.AppendTo(b)
-		b = append(b, ':')
-		b = strconv.AppendUint(b, uint64(e.Port), 10)
-	}
-	return append(b, '\n')
+	return append(appendEndpoints(b, s.Endpoints), '\n')
 }
 
 // ParseSet parses the arguments of a set command (the line without "set ").
@@ -105,18 +98,86 @@ func ParseSet(args string) (Set, error) {
 		return Set{}, errors.New("set: empty name")
 	}
 	s := Set{ID: id, Name: name}
-	if eps == "" {
-		return s, nil
+	if s.Endpoints, err = parseEndpoints(eps); err != nil {
+		return Set{}, fmt.Errorf("set %s: %w", name, err)
 	}
-	s.Endpoints = make([]Endpoint, 0, strings.Count(eps, ",")+1)
+	return s, nil
+}
+
+// Slice is one slice command: the full new content of one EndpointSlice
+// of the Service behind a CLA, as the EndpointSlice controller would write
+// it after one pod changed. A slice without endpoints is deleted.
+type Slice struct {
+	ID uint64
+	// Name is the CLA's, which names the Service and port (see
+	// translate.ClusterName); Slice is the EndpointSlice's name.
+	Name      string
+	Slice     string
+	Endpoints []Endpoint
+}
+
+// AppendSlice appends the slice command line for s, newline included, to b.
+func AppendSlice(b []byte, s Slice) []byte {
+	b = append(b, CmdSlice...)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, s.ID, 10)
+	b = append(b, ' ')
+	b = append(b, s.Name...)
+	b = append(b, ' ')
+	b = append(b, s.Slice...)
+	b = append(b, ' ')
+	return append(appendEndpoints(b, s.Endpoints), '\n')
+}
+
+// ParseSlice parses the arguments of a slice command (the line without
+// "slice ").
+func ParseSlice(args string) (Slice, error) {
+	f := strings.SplitN(args, " ", 4)
+	if len(f) < 3 {
+		return Slice{}, errors.New("slice: want <id> <name> <slice> <endpoints>")
+	}
+	id, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil {
+		return Slice{}, fmt.Errorf("slice: change id: %w", err)
+	}
+	if f[1] == "" || f[2] == "" {
+		return Slice{}, errors.New("slice: empty name")
+	}
+	s := Slice{ID: id, Name: f[1], Slice: f[2]}
+	if len(f) == 4 {
+		if s.Endpoints, err = parseEndpoints(f[3]); err != nil {
+			return Slice{}, fmt.Errorf("slice %s %s: %w", s.Name, s.Slice, err)
+		}
+	}
+	return s, nil
+}
+
+func appendEndpoints(b []byte, eps []Endpoint) []byte {
+	for i, e := range eps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = e.Addr.AppendTo(b)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, uint64(e.Port), 10)
+	}
+	return b
+}
+
+// parseEndpoints parses what appendEndpoints wrote; "" is no endpoint.
+func parseEndpoints(eps string) ([]Endpoint, error) {
+	if eps == "" {
+		return nil, nil
+	}
+	out := make([]Endpoint, 0, strings.Count(eps, ",")+1)
 	for ep := range strings.SplitSeq(eps, ",") {
 		ap, err := netip.ParseAddrPort(ep)
 		if err != nil {
-			return Set{}, fmt.Errorf("set %s: endpoint: %w", name, err)
+			return nil, fmt.Errorf("endpoint: %w", err)
 		}
-		s.Endpoints = append(s.Endpoints, Endpoint{Addr: ap.Addr(), Port: uint32(ap.Port())})
+		out = append(out, Endpoint{Addr: ap.Addr(), Port: uint32(ap.Port())})
 	}
-	return s, nil
+	return out, nil
 }
 
 // BuildCLA returns the ClusterLoadAssignment a set command describes: one
@@ -185,3 +246,54 @@ type Stats struct {
 
 // CPUSeconds is user plus system time.
 func (s Stats) CPUSeconds() float64 { return s.UserSeconds + s.SystemSeconds }
+
+// EndpointsPrint is a fingerprint of a set of endpoints that ignores their
+// order: equal sets have equal prints, and distinct sets (of distinct
+// endpoints) differ but for a 64-bit collision. It is a sum, so a parent
+// can keep it as endpoints come and go: add EndpointPrint of one, subtract
+// it of another.
+func EndpointsPrint(eps []Endpoint) uint64 {
+	var p uint64
+	for _, e := range eps {
+		p += EndpointPrint(e)
+	}
+	return p
+}
+
+// EndpointPrint is one endpoint's part of [EndpointsPrint].
+func EndpointPrint(e Endpoint) uint64 {
+	a := e.Addr.Unmap().As16()
+	h := uint64(e.Port)
+	for i := 0; i < 16; i += 8 {
+		var w uint64
+		for _, c := range a[i : i+8] {
+			w = w<<8 | uint64(c)
+		}
+		h = mix64(h ^ w)
+	}
+	return h
+}
+
+// mix64 is SplitMix64's finalizer: every input bit moves every output bit.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// CLAPrint is [EndpointsPrint] of every endpoint of cla, in every locality
+// and priority. ok is false when an endpoint's address is not an IP:port.
+func CLAPrint(cla *endpointv3.ClusterLoadAssignment) (p uint64, ok bool) {
+	for _, l := range cla.GetEndpoints() {
+		for _, lb := range l.GetLbEndpoints() {
+			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+			a, err := netip.ParseAddr(sa.GetAddress())
+			if err != nil {
+				return 0, false
+			}
+			p += EndpointPrint(Endpoint{Addr: a, Port: sa.GetPortValue()})
+		}
+	}
+	return p, true
+}

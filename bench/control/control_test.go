@@ -2,6 +2,7 @@ package control
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,5 +49,67 @@ func TestParseSetErrors(t *testing.T) {
 	}
 	if s, err := ParseSet("3 empty"); err != nil || len(s.Endpoints) != 0 {
 		t.Errorf("a CLA without endpoints: %+v, %v", s, err)
+	}
+}
+
+func TestSliceRoundTrip(t *testing.T) {
+	for _, in := range []Slice{
+		{ID: 7, Name: "bench/rolling/http", Slice: "rolling-3", Endpoints: []Endpoint{
+			{Addr: netip.MustParseAddr("198.18.0.1"), Port: 8080}, {Addr: netip.MustParseAddr("198.18.0.2"), Port: 8080}}},
+		{ID: 8, Name: "bench/rolling/http", Slice: "rolling-3"}, // deleted
+	} {
+		line := string(AppendSlice(nil, in))
+		cmd, args, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		if cmd != CmdSlice || !strings.HasSuffix(line, "\n") {
+			t.Fatalf("line %q", line)
+		}
+		out, err := ParseSlice(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.ID != in.ID || out.Name != in.Name || out.Slice != in.Slice || !slices.Equal(out.Endpoints, in.Endpoints) {
+			t.Fatalf("round trip: %+v, want %+v", out, in)
+		}
+	}
+}
+
+func TestParseSliceErrors(t *testing.T) {
+	for _, bad := range []string{"", "1", "1 n", "x n s 1.2.3.4:1", "1  s 1.2.3.4:1", "1 n  1.2.3.4:1", "1 n s 1.2.3.4", "1 n s 1.2.3.4:1,"} {
+		if _, err := ParseSlice(bad); err == nil {
+			t.Errorf("ParseSlice(%q) succeeded", bad)
+		}
+	}
+}
+
+// A print ignores order, sees every endpoint, and reads the same off the
+// CLA a set builds: the parent attributes translated CLAs with it.
+func TestPrint(t *testing.T) {
+	eps := []Endpoint{
+		{Addr: netip.MustParseAddr("198.18.0.1"), Port: 8080},
+		{Addr: netip.MustParseAddr("198.18.0.2"), Port: 8080},
+		{Addr: netip.MustParseAddr("2001:db8::1"), Port: 8080},
+	}
+	p := EndpointsPrint(eps)
+	if q := EndpointsPrint([]Endpoint{eps[2], eps[0], eps[1]}); q != p {
+		t.Errorf("order changed the print: %x, %x", p, q)
+	}
+	for i, other := range [][]Endpoint{
+		eps[:2],
+		{eps[0], eps[1], {Addr: eps[2].Addr, Port: 8081}},
+		{eps[0], eps[1], {Addr: netip.MustParseAddr("2001:db8::2"), Port: 8080}},
+		{eps[0], eps[1], eps[1]},
+	} {
+		if EndpointsPrint(other) == p {
+			t.Errorf("set %d has the same print as a different set", i)
+		}
+	}
+	got, ok := CLAPrint(BuildCLA(Set{ID: 1, Name: "n", Endpoints: eps}))
+	if !ok || got != p {
+		t.Errorf("CLAPrint = %x, %v; want %x", got, ok, p)
+	}
+	bad := BuildCLA(Set{ID: 1, Name: "n", Endpoints: eps[:1]})
+	bad.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().Address = "not-an-ip"
+	if _, ok := CLAPrint(bad); ok {
+		t.Error("CLAPrint accepted an address that is not an IP")
 	}
 }

@@ -9,6 +9,7 @@
 // answered command:
 //
 //	set <change-id> <name> <ip:port>,<ip:port>,...   (no answer)
+//	slice <change-id> <name> <slice> <ip:port>,...   (no answer)
 //	serve                                            -> ready <host:port>
 //	stats                                            -> stats <JSON of Stats>
 //	profile                                          -> ok
@@ -20,6 +21,15 @@
 // Commands are processed strictly in order, so the answer to stats also
 // tells the parent that every set before it has been applied.
 //
+// A slice line sets one EndpointSlice of the Service behind CLA name (no
+// endpoints: the slice is deleted), as the EndpointSlice controller writes
+// it when one pod changes. Workloads that send a CLA slice by slice (see
+// bench.Workload.SliceSize) never send it with set. A server that
+// translates EndpointSlices (deltaeds, through translate.ServiceCache as
+// its watch does) is given the slices; every other server is given the CLA
+// they make up, built by [BuildCLA] from the slices' endpoints in the order
+// the slices were first set.
+//
 // # The change marker
 //
 // Every CLA built by [BuildCLA] carries the id of the change that produced
@@ -27,6 +37,13 @@
 // every server and to Envoy; the parent reads it back with [ChangeID] on the
 // client side, which is how a delivered version is attributed to the change
 // that caused it whatever versioning scheme the server uses.
+//
+// A CLA a server translated from slices has no marker: translation writes
+// only what the slices say. Such a CLA is attributed by its endpoints
+// instead: [EndpointsPrint] of the set the parent sent, [CLAPrint] of the
+// CLA a client received. A workload whose endpoint sets never repeat (a
+// rolling restart only ever adds new addresses and removes old ones) has
+// one print per change.
 //
 // # What it must never do
 //

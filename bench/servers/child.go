@@ -76,6 +76,7 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 
 	var (
 		initial  []*endpointv3.ClusterLoadAssignment
+		sliced   sliceAssembler // for servers that take whole CLAs
 		serving  bool
 		applied  uint64
 		profFile *os.File
@@ -124,9 +125,29 @@ func RunChild(ctx context.Context, opts ChildOptions, in io.Reader, out io.Write
 				return err
 			}
 			applied++
+		case control.CmdSlice:
+			s, err := control.ParseSlice(args)
+			if err != nil {
+				return fmt.Errorf("child: %w", err)
+			}
+			if ss, ok := srv.(SliceServer); ok {
+				if err := ss.SetSlice(s); err != nil {
+					return err
+				}
+			} else if cla := sliced.set(s); serving {
+				if err := srv.Set(control.BuildCLA(cla)); err != nil {
+					return err
+				}
+			}
+			if serving {
+				applied++
+			}
 		case control.CmdServe:
 			if serving {
 				return errors.New("child: serve sent twice")
+			}
+			for _, s := range sliced.all() {
+				initial = append(initial, control.BuildCLA(s))
 			}
 			if err := srv.Load(initial); err != nil {
 				return err

@@ -20,11 +20,19 @@ import (
 
 // deltaEDS is deltaeds' own store and Delta server, with default options.
 // With zones > 0 every CLA it is given carries zone variants (zoneVariants).
+// It takes slice commands itself (SliceServer): their Services are
+// translated by translate.ServiceCache, as deltaeds' watch translates a
+// large Service, and served with the encoding the translation assembled.
 type deltaEDS struct {
 	store *xds.Store
 	srv   *delta.Server
 	g     *grpc.Server
 	zones int
+
+	// services are the Services sent slice by slice, by CLA name; loaded
+	// says Load ran, after which a slice is a change.
+	services map[string]*slicedService
+	loaded   bool
 }
 
 func newDeltaEDS(zones int) *deltaEDS {
@@ -34,7 +42,7 @@ func newDeltaEDS(zones int) *deltaEDS {
 	srv := delta.NewServer(store, delta.Config{})
 	g := grpc.NewServer(srv.GRPCServerOptions()...)
 	srv.Register(g)
-	return &deltaEDS{store: store, srv: srv, g: g, zones: zones}
+	return &deltaEDS{store: store, srv: srv, g: g, zones: zones, services: make(map[string]*slicedService)}
 }
 
 // update is the store update for c: with zones, its zone variants.
@@ -114,6 +122,10 @@ func (d *deltaEDS) Load(clas []*endpointv3.ClusterLoadAssignment) error {
 	for i, c := range clas {
 		updates[i] = d.update(c, now)
 	}
+	for _, ss := range d.services {
+		updates = append(updates, d.translated(ss, now)...)
+	}
+	d.loaded = true
 	if _, err := d.store.Apply(xds.EndpointType, updates); err != nil {
 		return fmt.Errorf("deltaeds: load: %w", err)
 	}
@@ -127,6 +139,51 @@ func (d *deltaEDS) Set(c *endpointv3.ClusterLoadAssignment) error {
 		return fmt.Errorf("deltaeds: apply %s: %w", c.GetClusterName(), err)
 	}
 	return nil
+}
+
+func (d *deltaEDS) SetSlice(s control.Slice) error {
+	if d.zones > 0 {
+		return fmt.Errorf("deltaeds: slice %s: zone variants of translated Services are not modelled", s.Name)
+	}
+	ss := d.services[s.Name]
+	if ss == nil {
+		var err error
+		if ss, err = newSlicedService(s.Name); err != nil {
+			return fmt.Errorf("deltaeds: %w", err)
+		}
+		d.services[s.Name] = ss
+	}
+	if err := ss.set(s); err != nil {
+		return fmt.Errorf("deltaeds: %w", err)
+	}
+	if !d.loaded {
+		return nil
+	}
+	if _, err := d.store.Apply(xds.EndpointType, d.translated(ss, time.Now())); err != nil {
+		return fmt.Errorf("deltaeds: apply %s: %w", s.Name, err)
+	}
+	return nil
+}
+
+// translated is the store update of ss's translation: its CLAs with their
+// assembled encoding, as watch applies them, and an empty CLA for its name
+// when no slice is left (Envoy keeps its hosts on a removal).
+func (d *deltaEDS) translated(ss *slicedService, at time.Time) []xds.ResourceUpdate {
+	res := ss.translate()
+	out := make([]xds.ResourceUpdate, 0, len(res.CLAs)+1)
+	named := false
+	for i, c := range res.CLAs {
+		u := xds.ResourceUpdate{Name: c.GetClusterName(), Message: c, ObservedAt: at}
+		if i < len(res.Encoded) {
+			u.Encoded = res.Encoded[i]
+		}
+		named = named || u.Name == ss.name
+		out = append(out, u)
+	}
+	if !named {
+		out = append(out, xds.ResourceUpdate{Name: ss.name, Message: translate.EmptyCLA(ss.name), ObservedAt: at})
+	}
+	return out
 }
 
 func (d *deltaEDS) Serve(lis net.Listener) error {
