@@ -14,9 +14,10 @@
 //  2. the fleet connects and subscribes; the initial sync time is until
 //     every client holds every name it wants;
 //  3. changes are sent at the workload's steady rate, each timestamped
-//     as it is sent; every CLA carries the id of the change that made it,
-//     so when a client applies a version the parent knows which change it
-//     delivered (or overtook). A change's latency ends when its last
+//     as it is sent; every CLA carries the id of the change that made it
+//     (or, translated from slices, is known by its endpoints), so when a
+//     client applies a version the parent knows which change it delivered
+//     (or overtook). A change's latency ends when its last
 //     subscriber applied it; the server's CPU is the child's rusage over
 //     the change phase, and its peak RSS its VmHWM;
 //  4. for the reconnect workload the converged server is stopped instead,
@@ -36,6 +37,13 @@
 // EndpointSlices directly, and runs the deltaeds binary itself (built by
 // e2e/harness, or -deltaeds) to time its first full sync and read its memory
 // at rest, with the API server's and etcd's alongside.
+//
+// rolling-10k sends its Service slice by slice (Workload.SliceSize): each
+// step sets the one EndpointSlice it changed, deltaeds translates the
+// slices through translate.ServiceCache as its watch does, and every other
+// server is given the CLA they make up. A translated CLA has no change
+// marker, so the parent attributes that CLA's versions by a print of their
+// endpoints (control.CLAPrint), which never repeats in a rolling restart.
 //
 // The parent checks what the clients saw: every change must reach every
 // subscriber and the fleet must record no protocol violation, or the run

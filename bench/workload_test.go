@@ -93,7 +93,7 @@ func TestRolling10kScalesItsService(t *testing.T) {
 	for _, c := range []struct {
 		scale            float64
 		endpoints, steps int
-	}{{1, 10000, 50}, {0.1, 1000, 50}} {
+	}{{1, 10000, 200}, {0.1, 1000, 50}} {
 		w, err := ScaledWorkload("rolling-10k", c.scale, 1)
 		if err != nil {
 			t.Fatal(err)

@@ -5,6 +5,10 @@
 // The servers, each fed through its own update API:
 //
 //   - deltaeds: xds.Store.Apply and delta.Server, exactly as deltaeds runs;
+//     a Service a workload sends as EndpointSlices (control.Slice) it
+//     translates itself through translate.ServiceCache and applies with the
+//     assembled encoding, as deltaeds' watch does for a large Service (the
+//     other servers are given the CLA the slices make up);
 //   - linear: go-control-plane v0.14's LinearCache for the EDS type URL with
 //     its delta server (server.NewServer), updated with UpdateResources, the
 //     way its documentation and Contour 1.32+ use it for EDS;
