@@ -1,7 +1,6 @@
 package control
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -74,34 +73,16 @@ type Set struct {
 
 // AppendSet appends the set command line for s, newline included, to b.
 func AppendSet(b []byte, s Set) []byte {
-	b = append(b, CmdSet...)
-	b = append(b, ' ')
-	b = strconv.AppendUint(b, s.ID, 10)
-	b = append(b, ' ')
-	b = append(b, s.Name...)
-	b = append(b, ' ')
-	return append(appendEndpoints(b, s.Endpoints), '\n')
+	return appendCommand(b, CmdSet, s.ID, s.Endpoints, s.Name)
 }
 
 // ParseSet parses the arguments of a set command (the line without "set ").
 func ParseSet(args string) (Set, error) {
-	idStr, rest, ok := strings.Cut(args, " ")
-	if !ok {
-		return Set{}, errors.New("set: want <id> <name> <endpoints>")
-	}
-	id, err := strconv.ParseUint(idStr, 10, 64)
+	id, words, eps, err := parseCommand(CmdSet, args, 1)
 	if err != nil {
-		return Set{}, fmt.Errorf("set: change id: %w", err)
+		return Set{}, err
 	}
-	name, eps, _ := strings.Cut(rest, " ")
-	if name == "" {
-		return Set{}, errors.New("set: empty name")
-	}
-	s := Set{ID: id, Name: name}
-	if s.Endpoints, err = parseEndpoints(eps); err != nil {
-		return Set{}, fmt.Errorf("set %s: %w", name, err)
-	}
-	return s, nil
+	return Set{ID: id, Name: words[0], Endpoints: eps}, nil
 }
 
 // Slice is one slice command: the full new content of one EndpointSlice
@@ -118,38 +99,54 @@ type Slice struct {
 
 // AppendSlice appends the slice command line for s, newline included, to b.
 func AppendSlice(b []byte, s Slice) []byte {
-	b = append(b, CmdSlice...)
-	b = append(b, ' ')
-	b = strconv.AppendUint(b, s.ID, 10)
-	b = append(b, ' ')
-	b = append(b, s.Name...)
-	b = append(b, ' ')
-	b = append(b, s.Slice...)
-	b = append(b, ' ')
-	return append(appendEndpoints(b, s.Endpoints), '\n')
+	return appendCommand(b, CmdSlice, s.ID, s.Endpoints, s.Name, s.Slice)
 }
 
 // ParseSlice parses the arguments of a slice command (the line without
 // "slice ").
 func ParseSlice(args string) (Slice, error) {
-	f := strings.SplitN(args, " ", 4)
-	if len(f) < 3 {
-		return Slice{}, errors.New("slice: want <id> <name> <slice> <endpoints>")
-	}
-	id, err := strconv.ParseUint(f[0], 10, 64)
+	id, words, eps, err := parseCommand(CmdSlice, args, 2)
 	if err != nil {
-		return Slice{}, fmt.Errorf("slice: change id: %w", err)
+		return Slice{}, err
 	}
-	if f[1] == "" || f[2] == "" {
-		return Slice{}, errors.New("slice: empty name")
+	return Slice{ID: id, Name: words[0], Slice: words[1], Endpoints: eps}, nil
+}
+
+// appendCommand appends "<cmd> <id> <words...> <endpoints>\n" to b.
+func appendCommand(b []byte, cmd string, id uint64, eps []Endpoint, words ...string) []byte {
+	b = append(b, cmd...)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, id, 10)
+	for _, w := range words {
+		b = append(b, ' ')
+		b = append(b, w...)
 	}
-	s := Slice{ID: id, Name: f[1], Slice: f[2]}
-	if len(f) == 4 {
-		if s.Endpoints, err = parseEndpoints(f[3]); err != nil {
-			return Slice{}, fmt.Errorf("slice %s %s: %w", s.Name, s.Slice, err)
+	b = append(b, ' ')
+	return append(appendEndpoints(b, eps), '\n')
+}
+
+// parseCommand parses what appendCommand wrote with n words, without the
+// command and its space; the endpoints may be absent.
+func parseCommand(cmd, args string, n int) (id uint64, words []string, eps []Endpoint, err error) {
+	f := strings.SplitN(args, " ", n+2)
+	if len(f) < n+1 {
+		return 0, nil, nil, fmt.Errorf("%s: want <id>%s <endpoints>", cmd, strings.Repeat(" <name>", n))
+	}
+	if id, err = strconv.ParseUint(f[0], 10, 64); err != nil {
+		return 0, nil, nil, fmt.Errorf("%s: change id: %w", cmd, err)
+	}
+	words = f[1 : n+1]
+	for _, w := range words {
+		if w == "" {
+			return 0, nil, nil, fmt.Errorf("%s: empty name", cmd)
 		}
 	}
-	return s, nil
+	if len(f) == n+2 {
+		if eps, err = parseEndpoints(f[n+1]); err != nil {
+			return 0, nil, nil, fmt.Errorf("%s %s: %w", cmd, strings.Join(words, " "), err)
+		}
+	}
+	return id, words, eps, nil
 }
 
 func appendEndpoints(b []byte, eps []Endpoint) []byte {
