@@ -141,6 +141,8 @@ func (d *deltaEDS) Set(c *endpointv3.ClusterLoadAssignment) error {
 	return nil
 }
 
+// SetSlice sets one EndpointSlice of a Service (see SliceServer). A slice
+// it rejects changes nothing.
 func (d *deltaEDS) SetSlice(s control.Slice) error {
 	if d.zones > 0 {
 		return fmt.Errorf("deltaeds: slice %s: zone variants of translated Services are not modelled", s.Name)
@@ -151,11 +153,11 @@ func (d *deltaEDS) SetSlice(s control.Slice) error {
 		if ss, err = newSlicedService(s.Name); err != nil {
 			return fmt.Errorf("deltaeds: %w", err)
 		}
-		d.services[s.Name] = ss
 	}
 	if err := ss.set(s); err != nil {
 		return fmt.Errorf("deltaeds: %w", err)
 	}
+	d.services[s.Name] = ss // a Service is known once a slice of it is
 	if !d.loaded {
 		return nil
 	}
