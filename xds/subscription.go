@@ -170,7 +170,8 @@ func (sub *Subscription) Update(c SubscriptionChange) error {
 	if err := sub.checkLimitLocked(c); err != nil {
 		return err
 	}
-	if len(sub.names) == 0 && len(sub.pending) == 0 {
+	first := len(sub.names) == 0 && len(sub.pending) == 0
+	if first {
 		// A stream's first request names everything it wants at once, and a
 		// reconnecting Envoy declares everything it holds: size the maps for
 		// that rather than growing them name by name (issue 14's storm
@@ -185,7 +186,7 @@ func (sub *Subscription) Update(c SubscriptionChange) error {
 	// (see internLocked); it is held for this step alone, so that a large
 	// request delays the store's writers no longer than it must.
 	sub.t.mu.RLock()
-	index, wildcardOn := sub.subscribeLocked(c.Subscribe, c.InitialVersions)
+	index, wildcardOn := sub.subscribeLocked(c.Subscribe, c.InitialVersions, first)
 	sub.t.mu.RUnlock()
 	if wildcardOn {
 		wildcardOff = false // unsubscribed and subscribed again in one request: it stays
@@ -280,12 +281,36 @@ func (sub *Subscription) unsubscribeLocked(names []string) (unindex []string, wi
 	return unindex, wildcardOff
 }
 
+// newNames are the names an Update adds to the type's index, n of them, in
+// names, where Wildcard entries are skipped. On a subscription's first
+// request that names no name twice, names is the request's own list, since
+// every name in it is new: at the initial sync of a large fleet every
+// stream's first request waits for the type lock at once, and a copy of
+// the list per stream was 15 bytes per subscription of the peak heap
+// (issue 14's fleet-curve, 1,000 streams). Otherwise it is a list of the
+// store's strings for the new names.
+type newNames struct {
+	names []string
+	n     int
+}
+
+// each calls f with every name, in order.
+func (nn newNames) each(f func(string)) {
+	for _, n := range nn.names {
+		if n != Wildcard {
+			f(n)
+		}
+	}
+}
+
 // subscribeLocked adds names to the subscription and makes them pending. It
-// returns the names new to the subscription, to add to the type's index, and
-// whether the wildcard was among them. Callers hold sub.mu and sub.t.mu for
-// reading.
-func (sub *Subscription) subscribeLocked(names []string, declared map[string]string) (index []string, wildcardOn bool) {
-	for _, n := range names {
+// returns the names new to the subscription, to add to the type's index,
+// and whether the wildcard was among them. first says the subscription
+// named nothing before. Callers hold sub.mu and sub.t.mu for reading.
+func (sub *Subscription) subscribeLocked(names []string, declared map[string]string, first bool) (index newNames, wildcardOn bool) {
+	var list []string
+	listed := !first // the request itself is the list until a name repeats
+	for i, n := range names {
 		if n == Wildcard {
 			wildcardOn = true
 			continue
@@ -294,6 +319,16 @@ func (sub *Subscription) subscribeLocked(names []string, declared map[string]str
 		sub.pending[n] = struct{}{}
 		st := sub.names[n]
 		if st.named {
+			if !listed {
+				// Named twice in the first request: list the new names
+				// seen so far, and go on listing.
+				listed = true
+				for _, m := range names[:i] {
+					if m != Wildcard {
+						list = append(list, sub.t.internLocked(m))
+					}
+				}
+			}
 			if _, ok := declared[n]; !ok {
 				// A client naming again a name it is subscribed to has
 				// dropped its copy (Envoy removes a cluster and adds it back
@@ -305,9 +340,14 @@ func (sub *Subscription) subscribeLocked(names []string, declared map[string]str
 		st.named = true
 		sub.names[n] = st
 		sub.named++
-		index = append(index, n)
+		if listed {
+			list = append(list, n)
+		}
 	}
-	return index, wildcardOn
+	if !listed {
+		return newNames{names: names, n: sub.named}, wildcardOn
+	}
+	return newNames{names: list, n: len(list)}, wildcardOn
 }
 
 // dropWildcardOnlyLocked forgets what the client holds only through the
@@ -327,18 +367,18 @@ func (sub *Subscription) dropWildcardOnlyLocked() {
 // subscription names yet and that have no resource. It marshals, so it runs
 // before the type lock is taken for writing (a hostile client may name
 // 100,000 missing names at once). Nil when the type has no AbsentFunc.
-func (t *typeStore) standInsFor(index []string) map[string]*Resource {
+func (t *typeStore) standInsFor(index newNames) map[string]*Resource {
 	absent := t.absentFunc()
-	if absent == nil || len(index) == 0 {
+	if absent == nil || index.n == 0 {
 		return nil
 	}
 	t.mu.RLock()
 	var missing []string
-	for _, n := range index {
+	index.each(func(n string) {
 		if _, named := t.byName[n]; !named && t.resources[n] == nil {
 			missing = append(missing, n)
 		}
-	}
+	})
 	t.mu.RUnlock()
 	if len(missing) == 0 {
 		return nil
@@ -355,16 +395,19 @@ func (t *typeStore) standInsFor(index []string) map[string]*Resource {
 // off or on; with them, the views of the names that have variants (taking
 // the variants prebuilt for its view). Turning the wildcard on makes every
 // stored name pending. Callers hold sub.mu; it takes the type lock.
-func (sub *Subscription) reindexLocked(index, unindex []string, standIns map[string]*Resource, variants map[string]prebuilt, wildcardOn, wildcardOff bool) {
+func (sub *Subscription) reindexLocked(index newNames, unindex []string, standIns map[string]*Resource, variants map[string]prebuilt, wildcardOn, wildcardOff bool) {
 	t := sub.t
 	turnOn := wildcardOn && !sub.wildcard
 	t.mu.Lock()
 	for _, n := range unindex {
 		t.unindexLocked(n, sub)
 	}
-	for _, n := range index {
+	index.each(func(n string) {
 		set := t.byName[n]
 		if set == nil {
+			// The first request's own strings may come here (newNames):
+			// the index keeps the store's.
+			n = t.internLocked(n)
 			set = make(map[*Subscription]struct{}, 1)
 			t.byName[n] = set
 			if t.resources[n] == nil {
@@ -379,7 +422,7 @@ func (sub *Subscription) reindexLocked(index, unindex []string, standIns map[str
 		}
 		set[sub] = struct{}{}
 		t.indexViewLocked(n, sub.view, variants)
-	}
+	})
 	if _, was := t.wildcard[sub]; wildcardOff && was {
 		delete(t.wildcard, sub)
 		t.wildcardViewOffLocked(sub.view)

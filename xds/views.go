@@ -249,7 +249,7 @@ func (t *typeStore) wildcardViewOffLocked(v View) {
 // view v is about to need: for the names it starts naming, or for every
 // name with variants when it turns a wildcard on. Like standInsFor, it
 // keeps marshaling out of the write lock. Nil for the zero view.
-func (t *typeStore) variantsFor(v View, index []string, wildcardOn bool) map[string]prebuilt {
+func (t *typeStore) variantsFor(v View, index newNames, wildcardOn bool) map[string]prebuilt {
 	if v.IsZero() {
 		return nil
 	}
@@ -282,11 +282,11 @@ func (t *typeStore) variantsFor(v View, index []string, wildcardOn bool) map[str
 			check(name, nv)
 		}
 	} else {
-		for _, name := range index {
+		index.each(func(name string) {
 			if nv := t.vars[name]; nv != nil {
 				check(name, nv)
 			}
-		}
+		})
 	}
 	t.mu.RUnlock()
 	if len(work) == 0 {
