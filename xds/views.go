@@ -149,7 +149,7 @@ func (t *typeStore) addViewLocked(name string, nv *nameViews, v View, pre map[st
 				if plain := t.resources[name]; plain != nil {
 					observed = plain.ObservedAt
 				}
-				res, _ = t.buildVariant(name, nv.variants, v, observed)
+				res, _ = t.buildVariant(t.internLocked(name), nv.variants, v, observed)
 			}
 			if res != nil {
 				vr = &variant{res: res}
@@ -274,7 +274,9 @@ func (t *typeStore) variantsFor(v View, index newNames, wildcardOn bool) map[str
 			if plain := t.resources[name]; plain != nil {
 				at = plain.ObservedAt
 			}
-			work = append(work, todo{name, nv, key, at})
+			// A first request's own string may come here (newNames):
+			// the variant keeps the store's.
+			work = append(work, todo{t.internLocked(name), nv, key, at})
 		}
 	}
 	if wildcardOn && t.wildViews[v] == 0 {
