@@ -456,6 +456,30 @@ func (w *Watcher) translate(key, namespace, name string, in []*discoveryv1.Endpo
 	return c.Translate(in, opts)
 }
 
+// ResourceUpdates returns the store updates for the CLAs of one Service's
+// translation, as sync applies them (sync adds the empty CLAs and removals
+// of names the Service no longer produces): each CLA with its assembled
+// encoding when the translation has one, and its Topology as the store's
+// Variants. The bench's deltaeds child applies a translation with it too.
+func ResourceUpdates(res translate.Result, observedAt time.Time) []xds.ResourceUpdate {
+	updates := make([]xds.ResourceUpdate, 0, len(res.CLAs))
+	for i, c := range res.CLAs {
+		u := xds.ResourceUpdate{Name: c.ClusterName, Message: c, ObservedAt: observedAt}
+		if i < len(res.Encoded) {
+			// Byte for byte the deterministic marshal of c: the store
+			// hashes and frames it instead of marshaling c again.
+			u.Encoded = res.Encoded[i]
+		}
+		if t := res.Topologies[c.ClusterName]; t != nil {
+			// The store builds, for each view subscribed to the name, the
+			// variant it gets; nil: every view gets c.
+			u.Variants = claVariants{t}
+		}
+		updates = append(updates, u)
+	}
+	return updates
+}
+
 // sync translates one Service and applies its CLAs in one batch.
 func (w *Watcher) sync(key string) {
 	var observedAt time.Time
@@ -474,22 +498,10 @@ func (w *Watcher) sync(key string) {
 	w.metrics.countSkipped(res.Skipped)
 
 	now := time.Now()
-	updates := make([]xds.ResourceUpdate, 0, len(res.CLAs))
+	updates := ResourceUpdates(res, observedAt)
 	produced := make(map[string]bool, len(res.CLAs))
-	for i, c := range res.CLAs {
+	for _, c := range res.CLAs {
 		produced[c.ClusterName] = true
-		u := xds.ResourceUpdate{Name: c.ClusterName, Message: c, ObservedAt: observedAt}
-		if i < len(res.Encoded) {
-			// Byte for byte the deterministic marshal of c: the store
-			// hashes and frames it instead of marshaling c again.
-			u.Encoded = res.Encoded[i]
-		}
-		if t := res.Topologies[c.ClusterName]; t != nil {
-			// The store builds, for each view subscribed to the name, the
-			// variant it gets; nil: every view gets c.
-			u.Variants = claVariants{t}
-		}
-		updates = append(updates, u)
 	}
 
 	w.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -15,6 +16,7 @@ import (
 	"github.com/deltaeds/deltaeds/bench/control"
 	"github.com/deltaeds/deltaeds/delta"
 	"github.com/deltaeds/deltaeds/translate"
+	"github.com/deltaeds/deltaeds/watch"
 	"github.com/deltaeds/deltaeds/xds"
 )
 
@@ -167,22 +169,12 @@ func (d *deltaEDS) SetSlice(s control.Slice) error {
 	return nil
 }
 
-// translated is the store update of ss's translation: its CLAs with their
-// assembled encoding, as watch applies them, and an empty CLA for its name
-// when no slice is left (Envoy keeps its hosts on a removal).
+// translated is the store update of ss's translation, built by watch's own
+// ResourceUpdates, and an empty CLA for its name when no slice is left
+// (Envoy keeps its hosts on a removal).
 func (d *deltaEDS) translated(ss *slicedService, at time.Time) []xds.ResourceUpdate {
-	res := ss.translate()
-	out := make([]xds.ResourceUpdate, 0, len(res.CLAs)+1)
-	named := false
-	for i, c := range res.CLAs {
-		u := xds.ResourceUpdate{Name: c.GetClusterName(), Message: c, ObservedAt: at}
-		if i < len(res.Encoded) {
-			u.Encoded = res.Encoded[i]
-		}
-		named = named || u.Name == ss.name
-		out = append(out, u)
-	}
-	if !named {
+	out := watch.ResourceUpdates(ss.translate(), at)
+	if !slices.ContainsFunc(out, func(u xds.ResourceUpdate) bool { return u.Name == ss.name }) {
 		out = append(out, xds.ResourceUpdate{Name: ss.name, Message: translate.EmptyCLA(ss.name), ObservedAt: at})
 	}
 	return out
