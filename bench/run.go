@@ -431,7 +431,7 @@ func (r *runner) changes(ctx context.Context, res *Result, ch *child, f *fleet, 
 		idx, id, line := g.next(buf)
 		buf = line
 		if g.sliced(idx) {
-			f.tr.registerPrint(g.rollPrint, id)
+			f.tr.registerPrint(control.EndpointsPrint(g.eps[idx]), id)
 		}
 		f.tr.register(idx, id, time.Now())
 		if err := ch.send(line); err != nil {

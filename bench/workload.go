@@ -269,12 +269,11 @@ type gen struct {
 	// rolling state: step within the current rollout.
 	rollStep int
 	// With w.SliceSize: the rolling CLA's slices (a deleted one has no
-	// name), the slice each endpoint of eps[0] is in, the next slice's
-	// number, and control.EndpointsPrint of eps[0].
+	// name), the slice each endpoint of eps[0] is in, and the next slice's
+	// number.
 	rollSlices []rollSlice
 	epSlice    []int
 	nextSlice  int
-	rollPrint  uint64
 }
 
 // rollSlice is one EndpointSlice of the rolling CLA.
@@ -381,7 +380,6 @@ func (g *gen) addToSlice(e control.Endpoint) int {
 	}
 	g.rollSlices[k].eps = append(g.rollSlices[k].eps, e)
 	g.epSlice = append(g.epSlice, k)
-	g.rollPrint += control.EndpointPrint(e)
 	return k
 }
 
@@ -393,7 +391,6 @@ func (g *gen) removeOldest() int {
 	g.epSlice = g.epSlice[1:]
 	sl := &g.rollSlices[k]
 	sl.eps = slices.DeleteFunc(sl.eps, func(x control.Endpoint) bool { return x == e })
-	g.rollPrint -= control.EndpointPrint(e)
 	return k
 }
 

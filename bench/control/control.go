@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -260,15 +261,8 @@ func EndpointsPrint(eps []Endpoint) uint64 {
 // EndpointPrint is one endpoint's part of [EndpointsPrint].
 func EndpointPrint(e Endpoint) uint64 {
 	a := e.Addr.Unmap().As16()
-	h := uint64(e.Port)
-	for i := 0; i < 16; i += 8 {
-		var w uint64
-		for _, c := range a[i : i+8] {
-			w = w<<8 | uint64(c)
-		}
-		h = mix64(h ^ w)
-	}
-	return h
+	h := mix64(uint64(e.Port) ^ binary.BigEndian.Uint64(a[:8]))
+	return mix64(h ^ binary.BigEndian.Uint64(a[8:]))
 }
 
 // mix64 is SplitMix64's finalizer: every input bit moves every output bit.

@@ -27,8 +27,8 @@
 // bench.Workload.SliceSize) never send it with set. A server that
 // translates EndpointSlices (deltaeds, through translate.ServiceCache as
 // its watch does) is given the slices; every other server is given the CLA
-// they make up, built by [BuildCLA] from the slices' endpoints in the order
-// the slices were first set.
+// they make up, built by [BuildCLA] from the slices' endpoints by slice
+// name.
 //
 // # The change marker
 //

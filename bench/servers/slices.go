@@ -2,6 +2,7 @@ package servers
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -26,17 +27,14 @@ type SliceServer interface {
 
 // sliceAssembler keeps the slices of the CLAs a workload sends slice by
 // slice, for the servers that take whole CLAs: each slice command gives
-// the CLA's whole new content, its slices' endpoints in the order the
-// slices were first set.
+// the CLA's whole new content, its slices' endpoints by slice name.
 type sliceAssembler struct {
-	clas  map[string]*assembledCLA
-	order []string // CLA names, in the order first set
+	clas map[string]*assembledCLA
 }
 
 type assembledCLA struct {
-	id     uint64
-	slices []string // in the order first set
-	eps    map[string][]control.Endpoint
+	id  uint64
+	eps map[string][]control.Endpoint // by slice name
 }
 
 // set records s and returns the CLA's whole content after it.
@@ -48,42 +46,33 @@ func (a *sliceAssembler) set(s control.Slice) control.Set {
 	if c == nil {
 		c = &assembledCLA{eps: make(map[string][]control.Endpoint)}
 		a.clas[s.Name] = c
-		a.order = append(a.order, s.Name)
 	}
 	c.id = s.ID
-	_, had := c.eps[s.Slice]
-	switch {
-	case len(s.Endpoints) == 0:
-		if had {
-			delete(c.eps, s.Slice)
-			c.slices = slices.DeleteFunc(c.slices, func(n string) bool { return n == s.Slice })
-		}
-	case !had:
-		c.slices = append(c.slices, s.Slice)
-		fallthrough
-	default:
+	if len(s.Endpoints) == 0 {
+		delete(c.eps, s.Slice)
+	} else {
 		c.eps[s.Slice] = s.Endpoints
 	}
-	return a.content(s.Name, c)
+	return c.content(s.Name)
 }
 
-func (a *sliceAssembler) content(name string, c *assembledCLA) control.Set {
+func (c *assembledCLA) content(name string) control.Set {
 	n := 0
 	for _, eps := range c.eps {
 		n += len(eps)
 	}
 	out := control.Set{ID: c.id, Name: name, Endpoints: make([]control.Endpoint, 0, n)}
-	for _, sl := range c.slices {
+	for _, sl := range slices.Sorted(maps.Keys(c.eps)) {
 		out.Endpoints = append(out.Endpoints, c.eps[sl]...)
 	}
 	return out
 }
 
-// all returns every CLA's whole content, in the order first set.
+// all returns every CLA's whole content, by CLA name.
 func (a *sliceAssembler) all() []control.Set {
-	out := make([]control.Set, 0, len(a.order))
-	for _, name := range a.order {
-		out = append(out, a.content(name, a.clas[name]))
+	out := make([]control.Set, 0, len(a.clas))
+	for _, name := range slices.Sorted(maps.Keys(a.clas)) {
+		out = append(out, a.clas[name].content(name))
 	}
 	return out
 }
@@ -97,8 +86,7 @@ type slicedService struct {
 	namespace, svc string
 	port           string
 	cache          *translate.ServiceCache
-	slices         map[string]*discoveryv1.EndpointSlice
-	names          []string // of slices, sorted
+	slices         map[string]*discoveryv1.EndpointSlice // by name
 }
 
 func newSlicedService(name string) (*slicedService, error) {
@@ -115,19 +103,12 @@ func newSlicedService(name string) (*slicedService, error) {
 // again and keeps every other slice's translation.
 func (ss *slicedService) set(s control.Slice) error {
 	if len(s.Endpoints) == 0 {
-		if _, ok := ss.slices[s.Slice]; ok {
-			delete(ss.slices, s.Slice)
-			ss.names = slices.DeleteFunc(ss.names, func(n string) bool { return n == s.Slice })
-		}
+		delete(ss.slices, s.Slice)
 		return nil
 	}
 	es, err := ss.endpointSlice(s)
 	if err != nil {
 		return err
-	}
-	if _, ok := ss.slices[s.Slice]; !ok {
-		i, _ := slices.BinarySearch(ss.names, s.Slice)
-		ss.names = slices.Insert(ss.names, i, s.Slice)
 	}
 	ss.slices[s.Slice] = es
 	return nil
@@ -171,9 +152,9 @@ func (ss *slicedService) endpointSlice(s control.Slice) (*discoveryv1.EndpointSl
 
 // current returns the Service's slices, by name.
 func (ss *slicedService) current() []*discoveryv1.EndpointSlice {
-	out := make([]*discoveryv1.EndpointSlice, len(ss.names))
-	for i, k := range ss.names {
-		out[i] = ss.slices[k]
+	out := make([]*discoveryv1.EndpointSlice, 0, len(ss.slices))
+	for _, k := range slices.Sorted(maps.Keys(ss.slices)) {
+		out = append(out, ss.slices[k])
 	}
 	return out
 }

@@ -28,18 +28,15 @@ func TestSliceAssembler(t *testing.T) {
 	a.set(control.Slice{ID: 0, Name: rolling, Slice: "s1", Endpoints: eps(1, 2)})
 	a.set(control.Slice{ID: 0, Name: rolling, Slice: "s0", Endpoints: eps(10, 1)})
 	got := a.set(control.Slice{ID: 3, Name: rolling, Slice: "s1", Endpoints: eps(1, 3)})
-	if want := append(eps(1, 3), eps(10, 1)...); got.ID != 3 || got.Name != rolling || !slices.Equal(got.Endpoints, want) {
-		t.Fatalf("after an update: %+v, want slices in the order first set, %v", got, want)
+	if want := append(eps(10, 1), eps(1, 3)...); got.ID != 3 || got.Name != rolling || !slices.Equal(got.Endpoints, want) {
+		t.Fatalf("after an update: %+v, want the slices' endpoints by slice name, %v", got, want)
 	}
 	got = a.set(control.Slice{ID: 4, Name: rolling, Slice: "s1"})
 	if !slices.Equal(got.Endpoints, eps(10, 1)) {
 		t.Fatalf("after deleting s1: %v", got.Endpoints)
 	}
-	got = a.set(control.Slice{ID: 5, Name: rolling, Slice: "s1", Endpoints: eps(20, 1)})
-	if want := append(eps(10, 1), eps(20, 1)...); !slices.Equal(got.Endpoints, want) {
-		t.Fatalf("a slice set again after its deletion goes last: %v, want %v", got.Endpoints, want)
-	}
-	if all := a.all(); len(all) != 1 || all[0].ID != 5 {
+	a.set(control.Slice{ID: 0, Name: "bench/other/http", Slice: "o", Endpoints: eps(30, 1)})
+	if all := a.all(); len(all) != 2 || all[0].Name != "bench/other/http" || all[1].ID != 4 || len(all[1].Endpoints) != 1 {
 		t.Fatalf("all: %+v", all)
 	}
 }
